@@ -1,0 +1,82 @@
+"""The `attune` command line: one Typer app; each command parses and dispatches, nothing more.
+
+Command groups live next to the code they drive (`attune.<package>.commands`) and are added
+here with one line each. Every `AttuneError` becomes a clear message and exit code 1 (or 2 for
+usage errors), never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from attune.errors import AttuneError
+
+app = typer.Typer(
+    name="attune",
+    help="Adapt a pretrained LLM to your task: fine-tune, align, prompt, retrieve, evaluate, compare, serve.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+recipe_app = typer.Typer(help="Validate and show recipes.", no_args_is_help=True)
+app.add_typer(recipe_app, name="recipe")
+err = Console(stderr=True)
+
+
+@recipe_app.command("check")
+def recipe_check(file: Path = typer.Argument(..., help="recipe YAML file, or builtin:NAME")) -> None:
+    """Validate a recipe and print it resolved, with every default filled in."""
+    from attune.recipe import dump_recipe, load_recipe
+
+    print(dump_recipe(load_recipe(file)), end="")
+
+
+@app.command()
+def generate(
+    model: str = typer.Option(..., "--model", "-m", help="model reference (builtin:NAME, dir, .gguf, hub id, openai:M@URL)"),
+    prompt: str = typer.Option(..., "--prompt", "-p", help="the user message"),
+    adapter: Optional[str] = typer.Option(None, "--adapter", "-a", help="PEFT adapter directory"),
+    system: Optional[str] = typer.Option(None, "--system", help="system prompt"),
+    max_tokens: int = typer.Option(256, "--max-tokens"),
+    temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy"),
+    raw: bool = typer.Option(False, "--raw", help="send the prompt as raw text, without the chat template"),
+) -> None:
+    """Generate one answer to one prompt."""
+    from attune.models import GenerationParams, load_generator
+
+    gen = load_generator(model, adapter)
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    params = GenerationParams(max_new_tokens=max_tokens, temperature=temperature)
+    print(gen.generate([prompt if raw else messages], params)[0])
+
+
+@app.command()
+def chat(
+    model: str = typer.Option("builtin:smollm2-135m-instruct", "--model", "-m", help="model reference"),
+    adapter: Optional[str] = typer.Option(None, "--adapter", "-a", help="PEFT adapter directory"),
+    system: Optional[str] = typer.Option(None, "--system", help="system prompt"),
+    max_tokens: int = typer.Option(256, "--max-tokens"),
+    temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy"),
+) -> None:
+    """Chat in the terminal. Commands: /reset, /system TEXT, /exit."""
+    from attune.chat import run_chat
+
+    run_chat(model, adapter, system, max_tokens, temperature)
+
+
+def main() -> None:
+    """Console entry point: run the app and turn AttuneError into a message and exit code 1."""
+    try:
+        app()
+    except AttuneError as exc:
+        err.print("[bold red]error:[/bold red]", end=" ")
+        err.print(str(exc), markup=False, highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)

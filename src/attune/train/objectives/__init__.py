@@ -1,0 +1,35 @@
+"""The objective seam: one module per training objective, registered here by name.
+
+An objective module exposes:
+  Options          a `TrainConfig` subclass with the objective's own settings (validated from `train:`)
+  RECORD_KINDS     the canonical record kinds it trains on (see `attune.data.records`)
+  prepare(records, tokenizer, options, context) -> list[dict]   tokenize records into examples
+  collate(examples, options, pad_id) -> dict                   build one micro-batch
+  loss(model, batch, context) -> (loss tensor, {metric: float})
+
+The loop (`attune.train.loop`) owns everything else: batching, optimisation, checkpoints,
+logging, distribution. Adding an objective = one module + one line below.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from attune.errors import AttuneError
+
+OBJECTIVES: dict[str, str] = {
+    "sft": "attune.train.objectives.sft",
+    "cpt": "attune.train.objectives.cpt",
+}
+
+
+def get_objective(name: str) -> ModuleType:
+    """Import and return the module implementing objective `name`."""
+    if name not in OBJECTIVES:
+        import difflib
+
+        hint = difflib.get_close_matches(name, OBJECTIVES, n=1)
+        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise AttuneError(f"unknown objective {name!r}{extra}; known: {', '.join(sorted(OBJECTIVES))}")
+    return importlib.import_module(OBJECTIVES[name])
