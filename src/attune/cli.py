@@ -28,6 +28,17 @@ app.add_typer(recipe_app, name="recipe")
 err = Console(stderr=True)
 
 
+def _register() -> None:
+    """Commands that live next to the code they drive."""
+    from attune.train import commands as train_commands
+
+    app.command("train")(train_commands.train)
+    app.command("export")(train_commands.export)
+
+
+_register()
+
+
 @recipe_app.command("check")
 def recipe_check(file: Path = typer.Argument(..., help="recipe YAML file, or builtin:NAME")) -> None:
     """Validate a recipe and print it resolved, with every default filled in."""

@@ -43,7 +43,7 @@ class ReplaySpec(StrictModel):
     """General text mixed into a domain corpus against catastrophic forgetting."""
 
     path: str
-    ratio: float = Field(0.2, gt=0, lt=1, description="share of training tokens drawn from the replay set")
+    ratio: float = Field(0.2, gt=0, lt=1, description="share of training records drawn from the replay set")
 
 
 class MixingSpec(StrictModel):

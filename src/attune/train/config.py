@@ -37,7 +37,3 @@ class TrainConfig(StrictModel):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: fp32 on CPU, bf16 on GPU")
     loss_chunk_tokens: int = Field(1024, gt=0, description="tokens per chunk of the LM-head + cross-entropy")
     log_every: int = Field(1, gt=0)
-    supervise: Literal["assistant", "all", "last"] = Field(
-        "assistant", description="which chat turns carry loss (SFT)"
-    )
-

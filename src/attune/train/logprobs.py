@@ -1,0 +1,196 @@
+"""Token log-probabilities and the LM loss, computed only where a label exists, in chunks.
+
+The LM head is the widest layer of a small model (SmolLM2-135M: 576 x 49152). A plain forward
+computes `tokens x vocab` logits for every position and keeps them for backward; on SFT data
+most positions are prompt tokens that carry no loss. Here the decoder runs once, its final hidden
+states are gathered at labelled positions only, and the head + cross-entropy run over those in
+chunks, so the full logits matrix never exists.
+
+The model is still called through its top-level `forward` (with `logits_to_keep` selecting no
+position) so DDP/FSDP wrappers and PEFT hooks see a normal forward; the final hidden states are
+captured with a forward hook on the decoder body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IGNORE = -100
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The transformers model under DDP/FSDP/accelerate and PEFT wrappers."""
+    while hasattr(model, "module") and isinstance(model.module, nn.Module):
+        model = model.module
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
+    return model
+
+
+@contextmanager
+def _captured_hidden(model: nn.Module) -> Iterator[list[torch.Tensor]]:
+    box: list[torch.Tensor] = []
+    body = unwrap(model).get_decoder()
+
+    def hook(_module: nn.Module, _args: object, output: object) -> None:
+        box.append(output[0] if isinstance(output, tuple) else output.last_hidden_state)
+
+    handle = body.register_forward_hook(hook)
+    try:
+        yield box
+    finally:
+        handle.remove()
+
+
+def final_hidden(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Final (normed) hidden states (B, T, C), without computing any logits."""
+    no_logits = torch.empty(0, dtype=torch.long, device=input_ids.device)
+    with _captured_hidden(model) as box:
+        model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            logits_to_keep=no_logits,
+            use_cache=False,
+        )
+    hidden = box[-1]
+    # prompt tuning prepends virtual tokens inside PEFT's forward: keep the real positions only
+    return hidden[:, -input_ids.shape[1] :]
+
+
+def _head(model: nn.Module) -> nn.Module:
+    return unwrap(model).get_output_embeddings()
+
+
+def _gather_targets(hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Hidden states that predict a label (position t predicts labels[t+1]), their targets, and flat indices."""
+    targets = labels[:, 1:]
+    mask = targets != IGNORE  # (B, T-1)
+    flat = mask.reshape(-1).nonzero().squeeze(-1)
+    h = hidden[:, :-1].reshape(-1, hidden.shape[-1]).index_select(0, flat)  # (N, C)
+    return h, targets.reshape(-1).index_select(0, flat), flat
+
+
+class _FusedLinearCrossEntropy(torch.autograd.Function):
+    """sum CE(h @ W^T, y) over chunks; gradients are computed in forward, chunk by chunk.
+
+    Why our own: the autograd graph of a chunked head keeps every chunk's (n x vocab) logits for
+    backward, and checkpointing recomputes them. Computing d/dh and d/dW during forward keeps
+    peak memory at one chunk and costs no recompute (the same idea as Liger's fused linear CE).
+    """
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int):  # type: ignore[override]
+        total = torch.zeros((), dtype=torch.float32, device=h.device)
+        grad_h = torch.empty_like(h) if h.requires_grad else None
+        grad_w = torch.zeros_like(weight, dtype=torch.float32) if weight.requires_grad else None
+        for start in range(0, h.shape[0], chunk):
+            hc = h[start : start + chunk]
+            yc = targets[start : start + chunk]
+            logits = (hc @ weight.t()).float()  # (n, V)
+            lse = torch.logsumexp(logits, dim=-1)
+            total += (lse - logits.gather(1, yc[:, None]).squeeze(1)).sum()
+            if grad_h is None and grad_w is None:
+                continue
+            grad_logits = torch.softmax(logits, dim=-1)
+            grad_logits[torch.arange(yc.shape[0], device=yc.device), yc] -= 1.0
+            grad_logits = grad_logits.to(h.dtype)
+            if grad_h is not None:
+                grad_h[start : start + chunk] = grad_logits @ weight
+            if grad_w is not None:
+                grad_w += (grad_logits.t() @ hc).float()
+        ctx.save_for_backward(grad_h if grad_h is not None else torch.empty(0), grad_w if grad_w is not None else torch.empty(0))
+        ctx.has = (grad_h is not None, grad_w is not None)
+        ctx.weight_dtype = weight.dtype
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+        grad_h, grad_w = ctx.saved_tensors
+        gh = grad_h * grad_out.to(grad_h.dtype) if ctx.has[0] else None
+        gw = (grad_w * grad_out).to(ctx.weight_dtype) if ctx.has[1] else None
+        return gh, gw, None, None
+
+
+def lm_loss_sum(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    labels: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
+    chunk: int = 1024,
+) -> tuple[torch.Tensor, int]:
+    """(sum of token cross-entropies over labelled positions, number of labelled positions)."""
+    hidden = final_hidden(model, input_ids, attention_mask, position_ids)
+    h, targets, _ = _gather_targets(hidden, labels)
+    n = int(targets.shape[0])
+    if n == 0:
+        return hidden.sum() * 0.0, 0
+    head = _head(model)
+    if type(head) is nn.Linear and head.bias is None:
+        return _FusedLinearCrossEntropy.apply(h, head.weight, targets, chunk), n
+    # Wrapped heads (e.g. PEFT modules_to_save): chunk with recomputation instead.
+    total = h.new_zeros((), dtype=torch.float32)
+    for start in range(0, n, chunk):
+        total = total + torch.utils.checkpoint.checkpoint(
+            _chunk_ce, head, h[start : start + chunk], targets[start : start + chunk], use_reentrant=False
+        )
+    return total, n
+
+
+def _chunk_ce(head: nn.Module, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(head(h).float(), y, reduction="sum")
+
+
+def _chunk_logp(head: nn.Module, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    logits = head(h).float()
+    return logits.gather(1, y[:, None]).squeeze(1) - torch.logsumexp(logits, dim=-1)
+
+
+def token_logprobs(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    labels: torch.Tensor,
+    position_ids: torch.Tensor | None = None,
+    chunk: int = 1024,
+) -> torch.Tensor:
+    """log p(labels[t] | tokens < t) as a (B, T) tensor aligned with `labels`; 0 where label == -100.
+
+    Differentiable; each chunk's logits are recomputed in backward rather than stored.
+    """
+    hidden = final_hidden(model, input_ids, attention_mask, position_ids)
+    h, targets, flat = _gather_targets(hidden, labels)
+    head = _head(model)
+    pieces = [
+        torch.utils.checkpoint.checkpoint(_chunk_logp, head, h[s : s + chunk], targets[s : s + chunk], use_reentrant=False)
+        for s in range(0, targets.shape[0], chunk)
+    ]
+    B, T = labels.shape
+    out = hidden.new_zeros(B * (T - 1), dtype=torch.float32)
+    if pieces:
+        out = out.index_put((flat,), torch.cat(pieces))
+    return F.pad(out.view(B, T - 1), (1, 0))
+
+
+def sequence_logprobs(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    labels: torch.Tensor,
+    position_ids: torch.Tensor | None = None,
+    chunk: int = 1024,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of label log-probs per row (B,), number of labelled tokens per row (B,))."""
+    logp = token_logprobs(model, input_ids, attention_mask, labels, position_ids, chunk)
+    return logp.sum(-1), (labels != IGNORE).sum(-1)

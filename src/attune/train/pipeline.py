@@ -1,0 +1,237 @@
+"""Run a recipe's stages in order; each starts from the previous stage's weights.
+
+Stage chaining: a stage that produced a PEFT adapter is merged into its base and saved once as
+`stages/<stage>/merged/` when (and only when) a later stage needs it; the next stage trains a
+fresh adapter on that merged model. Every stage's `summary.json` records its `base_model`, so
+its adapter is always served/evaluated on the base it was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from attune.errors import AttuneError
+from attune.recipe import Recipe, Stage, dump_recipe
+from attune.runs import new_run_dir, stage_dir
+
+console = Console(stderr=True)
+
+
+def provenance() -> dict[str, Any]:
+    """Library versions and the command line: every artefact says how it was made."""
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in ("attune-llm", "torch", "transformers", "peft", "accelerate", "datasets", "trl"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            continue
+    return {
+        "argv": sys.argv,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def _accelerator(stage: Stage):
+    import torch
+    from accelerate import Accelerator
+
+    precision = stage.train.precision
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
+    if mixed != "no" and not torch.cuda.is_available():
+        console.print(f"[yellow]precision {precision} asked on CPU: using fp32 (bf16 matmuls are ~400x slower here)[/yellow]")
+        mixed = "no"
+    return Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
+
+
+def _load_stage_records(recipe: Recipe, stage: Stage, kinds: tuple[str, ...]) -> tuple[list, list]:
+    from attune.data import load_records, mix_datasets, train_val_split
+
+    if not stage.sources:
+        raise AttuneError(f"stage {stage.name!r}: no data (add `data: {{path: ...}}`)")
+    datasets = []
+    for src in stage.sources:
+        records = load_records(src, base_dir=recipe.base_dir)
+        bad = sorted({r.kind for r in records} - set(kinds))
+        if bad:
+            raise AttuneError(
+                f"stage {stage.name!r}: objective {stage.objective!r} trains on {', '.join(kinds)} records, "
+                f"but {src.path} holds {', '.join(bad)} records"
+            )
+        datasets.append(records)
+    if stage.replay is not None:
+        from attune.recipe import DataSource
+
+        replay = load_records(DataSource(path=stage.replay.path, format="text"), base_dir=recipe.base_dir)
+        domain_records = sum(len(d) for d in datasets)
+        want = max(1, round(domain_records * stage.replay.ratio / (1 - stage.replay.ratio)))
+        datasets.append((replay * (want // max(1, len(replay)) + 1))[:want])
+    if len(datasets) == 1:
+        records = datasets[0]
+    else:
+        weights = [s.weight for s in stage.sources] + ([1.0] if stage.replay is not None else [])
+        records = mix_datasets(
+            datasets, weights, strategy=stage.mixing.strategy, temperature=stage.mixing.temperature, seed=stage.train.seed
+        )
+    if stage.validation is not None:
+        return records, load_records(stage.validation, base_dir=recipe.base_dir)
+    return train_val_split(records, stage.train.val_fraction, stage.train.seed)
+
+
+def train_stage(
+    recipe: Recipe, stage: Stage, base_model: str, out: Path, *, resume: bool = False, show_progress: bool = True
+) -> dict[str, Any]:
+    """Train one stage from `base_model`; writes adapter/ or model/, metrics and summary.json."""
+    import torch
+
+    from attune.adapters import apply_adapter, count_parameters, parse_adapter, shape
+    from attune.models import load_model
+    from attune.train.context import ObjectiveContext
+    from attune.train.loop import train_loop
+    from attune.train.objectives import get_objective
+
+    objective = get_objective(stage.objective)
+    torch.manual_seed(stage.train.seed)
+    acc = _accelerator(stage)
+    adapter_cfg = stage.adapter or parse_adapter({"type": "lora"})
+    adapter_shape = shape(adapter_cfg.type)
+    load_kwargs = adapter_shape.load_kwargs(adapter_cfg) if getattr(adapter_shape, "load_kwargs", None) else {}
+    loaded = load_model(base_model, device=str(acc.device), model_kwargs=load_kwargs)
+    tokenizer = loaded.tokenizer
+    model = apply_adapter(loaded.model, adapter_cfg)
+    trainable, total = count_parameters(model)
+    if acc.is_main_process:
+        console.print(
+            f"[bold]{stage.name}[/bold]: {stage.objective} with {adapter_cfg.type} on {base_model} — "
+            f"trainable {trainable:,} / {total:,} parameters ({100 * trainable / max(total, 1):.3f}%)"
+        )
+    context = ObjectiveContext(tokenizer=tokenizer, options=stage.train, stage=stage, accelerator=acc, device=acc.device)
+    context.state["recipe"] = recipe
+    kinds = tuple(objective.RECORD_KINDS)
+    train_records, val_records = _load_stage_records(recipe, stage, kinds)
+    examples = objective.prepare(train_records, tokenizer, stage.train, context)
+    val_examples = objective.prepare(val_records, tokenizer, stage.train, context) if val_records else []
+    if not examples:
+        raise AttuneError(f"stage {stage.name!r}: no usable training examples after tokenization")
+    out.mkdir(parents=True, exist_ok=True)
+    result = train_loop(model, objective, examples, val_examples, context, out, resume=resume, show_progress=show_progress)
+    acc.wait_for_everyone()
+    summary = {
+        "stage": stage.name,
+        "objective": stage.objective,
+        "adapter_type": adapter_cfg.type,
+        "base_model": base_model,
+        "trainable_params": trainable,
+        "total_params": total,
+        "train_examples": len(examples),
+        "val_examples": len(val_examples),
+        **{k: v for k, v in result.__dict__.items()},
+    }
+    if acc.is_main_process:
+        raw = acc.unwrap_model(model)
+        _save_output(raw, tokenizer, out, adapter_shape.uses_peft, adapter_cfg, summary)
+        if hasattr(objective, "save"):
+            objective.save(raw, out, context)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    acc.wait_for_everyone()
+    return summary
+
+
+def _save_output(model, tokenizer, out: Path, uses_peft: bool, adapter_cfg, summary: dict) -> None:
+    """Write adapter/ (PEFT format) or model/ (full weights) atomically."""
+    from attune.adapters import shape
+    from attune.models.adapters_io import check_adapter_dir, write_fingerprint
+
+    target = out / ("adapter" if uses_peft else "model")
+    tmp = out / f".tmp-{target.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    saver = getattr(shape(adapter_cfg.type), "save", None)
+    if saver is not None:
+        saver(model, tmp)
+    else:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+    tokenizer.save_pretrained(str(tmp))
+    if uses_peft:
+        write_fingerprint(tmp, model, {"stage": summary["stage"], "base_model": summary["base_model"]})
+        check_adapter_dir(tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+
+
+def merged_stage_model(run_dir: Path, stage_name: str) -> str:
+    """The weights a stage ended with, as a model directory (merging its adapter once if needed)."""
+    from attune.runs import stage_output
+
+    out = stage_output(run_dir, stage_name)
+    if out.model is not None:
+        return str(out.model)
+    merged = out.dir / "merged"
+    if not (merged / "config.json").is_file():
+        from attune.train.export import merge_adapter
+
+        merge_adapter(out.summary["base_model"], str(out.adapter), merged, verify=False)
+    return str(merged)
+
+
+def run_recipe(
+    recipe: Recipe,
+    run_dir: Path | None = None,
+    *,
+    resume: bool = False,
+    only: list[str] | None = None,
+    show_progress: bool = True,
+) -> Path:
+    """Train every stage of `recipe` (or those named in `only`); returns the run directory."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    if run_dir is None:
+        if state.is_main_process:
+            run_dir = new_run_dir(Path(recipe.output_dir), recipe.name)
+            marker = Path(recipe.output_dir) / recipe.name / ".current"
+            marker.write_text(str(run_dir))
+        state.wait_for_everyone()
+        run_dir = Path((Path(recipe.output_dir) / recipe.name / ".current").read_text())
+    run_dir = Path(run_dir)
+    if state.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "recipe.yaml").write_text(dump_recipe(recipe))
+        (run_dir / "provenance.json").write_text(json.dumps(provenance(), indent=2))
+    base = recipe.model
+    for stage in recipe.stages:
+        assert stage.name is not None
+        out = stage_dir(run_dir, stage.name)
+        done = (out / "summary.json").is_file()
+        if (only and stage.name not in only) or (resume and done):
+            if done:
+                base = _next_base(run_dir, stage, recipe, state)
+            continue
+        train_stage(recipe, stage, base, out, resume=resume, show_progress=show_progress)
+        base = _next_base(run_dir, stage, recipe, state)
+    return run_dir
+
+
+def _next_base(run_dir: Path, stage: Stage, recipe: Recipe, state) -> str:
+    """The model the stage after `stage` starts from (merged only if a later stage exists)."""
+    later = recipe.stages.index(stage) < len(recipe.stages) - 1
+    if not later:
+        return ""
+    if state.is_main_process:
+        merged_stage_model(run_dir, stage.name)
+    state.wait_for_everyone()
+    return merged_stage_model(run_dir, stage.name)
