@@ -1,8 +1,8 @@
 """Token-budget micro-batches with no compute spent on padding.
 
-Packing (default): examples are shuffled, cut into micro-batches of at most `batch_tokens` real
-tokens, and each micro-batch is packed into rows of at most `max_length` tokens (first-fit
-decreasing). Position ids restart at every example; with no 2-D attention mask, transformers
+Packing (default): shuffled windows of examples are packed into rows of at most `max_length`
+tokens (first-fit decreasing), and consecutive rows form micro-batches whose computed size
+(rows x widest row) stays within `batch_tokens`. Position ids restart at every example; with no 2-D attention mask, transformers
 turns restarting position ids into a block-diagonal causal mask, so no example ever attends to
 another (tests prove it: a packed batch's loss equals its examples' losses run one by one).
 
@@ -44,37 +44,56 @@ def plan_epoch(
     lengths: Sequence[int], *, batch_tokens: int, max_length: int, packing: bool, seed: int
 ) -> list[MicroBatch]:
     """Deterministic micro-batches for one epoch (a function of `seed` only, so resume replays it)."""
+    rng = random.Random(seed)
     order = list(range(len(lengths)))
-    random.Random(seed).shuffle(order)
-    if not packing:
-        mega = max(1, 50 * max(1, batch_tokens // max(1, max(lengths, default=1))))
-        grouped: list[int] = []
-        for s in range(0, len(order), mega):
-            grouped += sorted(order[s : s + mega], key=lambda j: lengths[j])
-        order = grouped
+    rng.shuffle(order)
+    if packing:
+        rows = _packed_rows(order, lengths, max_length, batch_tokens, rng)
+    else:
+        rows = [[i] for i in _length_grouped(order, lengths, batch_tokens)]
     batches: list[MicroBatch] = []
-    current: list[int] = []
-    used = 0
-    for i in order:
-        cost = lengths[i]
-        if not packing and current:
-            # a padded micro-batch costs rows x longest row
-            cost = (len(current) + 1) * max(lengths[i], max(lengths[j] for j in current)) - used
-        if current and used + cost > batch_tokens:
-            batches.append(_rows(current, lengths, max_length, packing))
-            current, used = [], 0
-            cost = lengths[i]
-        current.append(i)
-        used += cost
+    current: MicroBatch = []
+    width = 0
+    for row in rows:
+        row_len = sum(lengths[i] for i in row)
+        # cost of a micro-batch = rows x its widest row (what the forward pass really computes)
+        if current and (len(current) + 1) * max(width, row_len) > batch_tokens:
+            batches.append(current)
+            current, width = [], 0
+        current.append(row)
+        width = max(width, row_len)
     if current:
-        batches.append(_rows(current, lengths, max_length, packing))
+        batches.append(current)
     if not packing:
-        random.Random(seed + 1).shuffle(batches)  # length-sorted batches must not arrive in length order
+        rng.shuffle(batches)  # length-sorted batches must not arrive in length order
     return batches
 
 
-def _rows(indices: list[int], lengths: Sequence[int], max_length: int, packing: bool) -> MicroBatch:
-    return _first_fit_decreasing(indices, lengths, max_length) if packing else [[i] for i in indices]
+def _packed_rows(order: list[int], lengths: Sequence[int], max_length: int, batch_tokens: int, rng: random.Random) -> list[Row]:
+    """Pack shuffled windows of examples into nearly full rows, then shuffle the rows of each window."""
+    window_tokens = 16 * max(batch_tokens, max_length)
+    rows: list[Row] = []
+    window: list[int] = []
+    used = 0
+    for i in order + [-1]:
+        if i == -1 or (window and used + lengths[i] > window_tokens):
+            packed = _first_fit_decreasing(window, lengths, max_length)
+            rng.shuffle(packed)
+            rows += packed
+            window, used = [], 0
+        if i != -1:
+            window.append(i)
+            used += lengths[i]
+    return rows
+
+
+def _length_grouped(order: list[int], lengths: Sequence[int], batch_tokens: int) -> list[int]:
+    """Sort shuffled mega-batches by length so neighbours pad little (HF's LengthGroupedSampler idea)."""
+    mega = max(1, 50 * max(1, batch_tokens // max(1, max(lengths, default=1))))
+    grouped: list[int] = []
+    for s in range(0, len(order), mega):
+        grouped += sorted(order[s : s + mega], key=lambda j: lengths[j])
+    return grouped
 
 
 def pack_rows(

@@ -22,7 +22,7 @@ class TrainConfig(StrictModel):
     weight_decay: float = Field(0.0, ge=0)
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="share of steps with linear warmup")
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    batch_tokens: int = Field(4096, gt=0, description="real (non-pad) tokens per micro-batch")
+    batch_tokens: int = Field(4096, gt=0, description="tokens per micro-batch as computed (rows x widest row); packing keeps pads near zero")
     grad_accum: int = Field(1, gt=0, description="micro-batches per optimizer step")
     max_length: int = Field(1024, gt=8, description="longer examples are truncated (and counted by data check)")
     packing: bool = Field(True, description="pack examples into rows; attention never crosses examples")
