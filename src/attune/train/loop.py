@@ -262,9 +262,9 @@ def train_loop(
                 "loss": round(last_loss, 6),
                 "lr": scheduler.get_last_lr()[0],
                 "grad_norm": grad_norm,
-                "tokens": tokens * acc.num_processes,
-                "tokens_per_s": round(tokens * acc.num_processes / dt, 2),
-                "loss_tokens_per_s": round(loss_tokens * acc.num_processes / dt, 2),
+                "tokens": tokens,
+                "tokens_per_s": round(tokens / dt, 2),
+                "loss_tokens_per_s": round(loss_tokens / dt, 2),
                 **metrics,
             }
             if state.step % eval_every == 0 or state.step == total_steps:
@@ -297,29 +297,38 @@ def train_loop(
 
 
 def _optimizer_step(model, objective, group, context, optimizer, scheduler, opts, acc):
+    """One optimizer step over `group`; returns (loss, metrics, tokens, loss tokens, grad norm), all global.
+
+    Each micro-batch's mean loss is weighted by its share of the step's loss tokens across all
+    processes; DDP averages gradients over processes, so the weights are multiplied by the world
+    size. The result is the gradient of one big batch: 2 processes x N equals 1 process x 2N.
+    """
     weights = [float(b.get("num_loss_tokens", 1)) for b in group]
-    total_w = sum(weights) or 1.0
-    loss_value = 0.0
-    tokens = loss_tokens = 0
+    local = torch.tensor([sum(weights), 0.0, 0.0, 0.0], dtype=torch.float64)
+    global_w = float(acc.reduce(local.to(acc.device), reduction="sum")[0]) if acc.num_processes > 1 else float(local[0])
+    global_w = global_w or 1.0
+    stats = torch.zeros(3, dtype=torch.float64)  # weighted loss sum, tokens, loss tokens
     sums: dict[str, float] = {}
     for i, batch in enumerate(group):
         last = i == len(group) - 1
         sync = nullcontext() if last else acc.no_sync(model)
         with sync, acc.autocast():
             loss, metrics = objective.loss(model, batch, context)
-            acc.backward(loss * (weights[i] / total_w))
-        loss_value += float(loss.detach()) * weights[i] / total_w
-        tokens += int(batch.get("num_tokens", 0))
-        loss_tokens += int(batch.get("num_loss_tokens", 0))
+            acc.backward(loss * (weights[i] * acc.num_processes / global_w))
+        stats[0] += float(loss.detach()) * weights[i]
+        stats[1] += int(batch.get("num_tokens", 0))
+        stats[2] += int(batch.get("num_loss_tokens", 0))
         for k, v in metrics.items():
-            sums[k] = sums.get(k, 0.0) + float(v) * weights[i] / total_w
+            sums[k] = sums.get(k, 0.0) + float(v) * weights[i] / max(sum(weights), 1e-9)
     grad_norm = None
     if opts.grad_clip:
         grad_norm = float(acc.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], opts.grad_clip))
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return loss_value, sums, tokens, loss_tokens, grad_norm
+    if acc.num_processes > 1:
+        stats = acc.reduce(stats.to(acc.device), reduction="sum").cpu()
+    return float(stats[0]) / global_w, sums, int(stats[1]), int(stats[2]), grad_norm
 
 
 def _early_stop(state: TrainState, value: float, patience: int | None) -> bool:
