@@ -86,7 +86,7 @@ def main() -> None:
         app()
     except AttuneError as exc:
         err.print("[bold red]error:[/bold red]", end=" ")
-        err.print(str(exc), markup=False, highlight=False)
+        err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err.print("interrupted")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, SerializeAsAny, ValidationError, field_validator, model_validator
+from pydantic import Field, SerializeAsAny, ValidationError, ValidationInfo, field_validator, model_validator
 
 from attune.adapters import AdapterConfig, parse_adapter
 from attune.config import StrictModel
@@ -67,6 +67,17 @@ class Stage(StrictModel):
     teacher: str | None = Field(None, description="distill: the teacher model reference")
     reward_model: str | None = Field(None, description="ppo/grpo: a reward model dir, or a stage name")
 
+    @field_validator("objective")
+    @classmethod
+    def _known_objective(cls, v: str) -> str:
+        from attune.train.objectives import OBJECTIVES
+
+        if v not in OBJECTIVES:
+            hint = difflib.get_close_matches(v, OBJECTIVES, n=1)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ValueError(f"unknown objective {v!r}{extra}; known: {', '.join(sorted(OBJECTIVES))}")
+        return v
+
     @field_validator("data", mode="before")
     @classmethod
     def _data_shorthand(cls, v: Any) -> Any:
@@ -79,18 +90,16 @@ class Stage(StrictModel):
             v = {"type": v}
         return None if v is None else parse_adapter(v)
 
-    @model_validator(mode="before")
+    @field_validator("train", mode="before")
     @classmethod
-    def _objective_options(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or "objective" not in data:
-            return data
+    def _objective_options(cls, v: Any, info: ValidationInfo) -> Any:
+        """Validate `train:` against the objective's own options (its extra settings included)."""
+        objective = info.data.get("objective")  # absent when the objective itself was invalid
+        if objective is None or isinstance(v, TrainConfig):
+            return v
         from attune.train.objectives import get_objective
 
-        options_cls = get_objective(str(data["objective"])).Options
-        train = data.get("train") or {}
-        if isinstance(train, dict):
-            data = {**data, "train": options_cls.model_validate(train)}
-        return data
+        return get_objective(str(objective)).Options.model_validate(v or {})
 
     @property
     def sources(self) -> list[DataSource]:
@@ -195,20 +204,17 @@ def _loc_to_path(loc: tuple[Any, ...]) -> str:
 
 
 def _node_line(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
-    """1-based line of the deepest YAML node reachable along `loc`."""
+    """1-based line of the YAML key (or list item) reached along `loc`, as deep as it exists."""
     node, line = root, None
     for part in loc:
-        if node is None:
-            break
-        line = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
-            node = next((v for k, v in node.value if k.value == str(part)), None)
-            if node is None:
-                return line
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            node = node.value[part] if part < len(node.value) else None
-    if node is not None:
-        line = node.start_mark.line + 1
+            pair = next(((k, v) for k, v in node.value if k.value == str(part)), None)
+            if pair is None:
+                continue  # a validator tag in the loc, not a YAML key
+            line, node = pair[0].start_mark.line + 1, pair[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
     return line
 
 
@@ -216,10 +222,10 @@ def _valid_keys(model: type[StrictModel] | None) -> list[str]:
     return list(model.model_fields) if model else []
 
 
-def _describe(err: dict[str, Any]) -> str:
+def _describe(err: dict[str, Any], data: dict[str, Any]) -> str:
     if err["type"] == "extra_forbidden":
         key = str(err["loc"][-1])
-        candidates = _candidate_keys(err["loc"])
+        candidates = _candidate_keys(err["loc"], data)
         hint = difflib.get_close_matches(key, candidates, n=1)
         return f"unknown key {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
     msg = err["msg"]
@@ -246,16 +252,13 @@ _SECTION_MODELS: dict[str, type[StrictModel]] = {
 }
 
 
-def _candidate_keys(loc: tuple[Any, ...]) -> list[str]:
+def _candidate_keys(loc: tuple[Any, ...], data: dict[str, Any]) -> list[str]:
     parents = [p for p in loc[:-1] if isinstance(p, str)]
     model = _SECTION_MODELS.get(parents[-1]) if parents else Recipe
-    if parents and parents[-1] == "train":
-        from attune.train.objectives import OBJECTIVES, get_objective
+    if parents and parents[-1] == "train" and loc[0] == "stages" and isinstance(loc[1], int):
+        from attune.train.objectives import get_objective
 
-        keys: set[str] = set()
-        for name in OBJECTIVES:
-            keys |= set(get_objective(name).Options.model_fields)
-        return sorted(keys)
+        model = get_objective(str(data["stages"][loc[1]]["objective"])).Options
     return _valid_keys(model)
 
 
@@ -289,7 +292,7 @@ def parse_recipe(
             loc = tuple(err["loc"])
             line = _node_line(root, loc) if root is not None else None
             where = f"{source}:{line}" if line else source
-            lines.append(f"{where}: {_loc_to_path(loc) or '(top level)'}: {_describe(err)}")
+            lines.append(f"{where}: {_loc_to_path(loc) or '(top level)'}: {_describe(err, data)}")
         raise RecipeError("invalid recipe\n  " + "\n  ".join(lines)) from None
     except AttuneError as exc:
         raise RecipeError(f"{source}: {exc}") from None
