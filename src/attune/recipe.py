@@ -36,6 +36,9 @@ class DataSource(StrictModel):
     weight: float = Field(1.0, gt=0, description="sampling weight when a stage mixes several datasets")
     name: str | None = Field(None, description="task name for per-task reporting (default: file stem)")
     text_field: str = Field("text", description="field holding raw text in JSONL/CSV (text format)")
+    text_split: Literal["file", "blank-line"] = Field(
+        "file", description="plain-text files: one document per file, or per blank-line-separated block"
+    )
     limit: int | None = Field(None, gt=0, description="use only the first N records")
 
 

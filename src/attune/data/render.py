@@ -1,0 +1,141 @@
+"""Records -> token ids and labels: chat templates and loss masks.
+
+Assistant spans are found generically, not by hard-coding any template: the conversation is
+rendered with the tokenizer's chat template, each assistant turn's character span is the text
+between "everything before it + generation prompt" and "everything up to and including it"
+(so the span holds the reply and the template's end-of-turn marker, which teaches the model to
+stop), and tokens are mapped to spans through the fast tokenizer's offsets. Tokenizers without
+a chat template use a plain "User:/Assistant:" fallback with EOS after each reply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from attune.data.records import ChatRecord, CompletionRecord, Message, PreferenceRecord, Record, TextRecord
+from attune.errors import AttuneError
+
+IGNORE = -100
+Supervise = Literal["assistant", "all", "last"]
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]
+    truncated: bool
+
+
+@dataclass
+class EncodedPreference:
+    prompt_ids: list[int]
+    chosen_ids: list[int]
+    rejected_ids: list[int]
+    truncated: bool
+
+
+def _has_template(tokenizer: Any) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def render_chat(tokenizer: Any, messages: list[Message], add_generation_prompt: bool = False) -> str:
+    """The exact text a model sees for `messages`."""
+    if _has_template(tokenizer):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    names = {"system": "System", "user": "User", "assistant": "Assistant"}
+    eos = tokenizer.eos_token or ""
+    text = "".join(
+        f"{names[m['role']]}: {m['content']}" + (eos if m["role"] == "assistant" else "") + "\n" for m in messages
+    )
+    return text + ("Assistant: " if add_generation_prompt else "")
+
+
+def _assistant_spans(tokenizer: Any, messages: list[Message], supervise: Supervise) -> tuple[str, list[tuple[int, int]]]:
+    full = render_chat(tokenizer, messages)
+    if supervise == "all":
+        return full, [(0, len(full))]
+    turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    if supervise == "last":
+        turns = turns[-1:]
+    spans = []
+    for i in turns:
+        start = len(render_chat(tokenizer, messages[:i], add_generation_prompt=True))
+        upto = render_chat(tokenizer, messages[: i + 1])
+        if not full.startswith(upto) or start > len(upto):
+            raise AttuneError(
+                "this chat template does not render conversations prefix-consistently; "
+                "use supervise: all or a completion-format dataset"
+            )
+        spans.append((start, len(upto)))
+    return full, spans
+
+
+def encode_chat(tokenizer: Any, messages: list[Message], *, max_length: int, supervise: Supervise = "assistant") -> Encoded:
+    """Token ids of the rendered conversation; labels only inside supervised spans."""
+    text, spans = _assistant_spans(tokenizer, messages, supervise)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids: list[int] = enc["input_ids"]
+    labels = [IGNORE] * len(ids)
+    for j, (a, b) in enumerate(enc["offset_mapping"]):
+        if b > a and any(s <= a < e for s, e in spans):
+            labels[j] = ids[j]
+    truncated = len(ids) > max_length
+    return Encoded(ids[:max_length], labels[:max_length], truncated)
+
+
+def _plain_ids(tokenizer: Any, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def encode_completion(tokenizer: Any, prompt: str, completion: str, *, max_length: int) -> Encoded:
+    """Raw prompt + completion + EOS; loss on the completion and EOS only."""
+    p = _plain_ids(tokenizer, prompt) if prompt else []
+    c = _plain_ids(tokenizer, completion) + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
+    ids, labels = p + c, [IGNORE] * len(p) + c
+    return Encoded(ids[:max_length], labels[:max_length], len(ids) > max_length)
+
+
+def encode_text(tokenizer: Any, text: str, *, max_length: int) -> Encoded:
+    """Raw text + EOS, every token supervised (continued pretraining, perplexity)."""
+    ids = _plain_ids(tokenizer, text) + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
+    return Encoded(ids[:max_length], list(ids[:max_length]), len(ids) > max_length)
+
+
+def encode_record(tokenizer: Any, record: Record, *, max_length: int, supervise: Supervise = "assistant") -> Encoded:
+    """Dispatch on the record kind (chat, completion, text)."""
+    if isinstance(record, ChatRecord):
+        return encode_chat(tokenizer, record.messages, max_length=max_length, supervise=supervise)
+    if isinstance(record, CompletionRecord):
+        return encode_completion(tokenizer, record.prompt, record.completion, max_length=max_length)
+    if isinstance(record, TextRecord):
+        return encode_text(tokenizer, record.text, max_length=max_length)
+    raise AttuneError(f"{record.source}: a {record.kind} record cannot be encoded for language modelling")
+
+
+def encode_prompt(tokenizer: Any, messages: list[Message]) -> list[int]:
+    """The generation prompt (template + assistant header) for RL rollouts and distillation."""
+    return _plain_ids(tokenizer, render_chat(tokenizer, messages, add_generation_prompt=True))
+
+
+def _reply_ids(tokenizer: Any, prompt: list[Message], prompt_text: str, reply: str) -> list[int]:
+    full = render_chat(tokenizer, prompt + [{"role": "assistant", "content": reply}])
+    if full.startswith(prompt_text):
+        return _plain_ids(tokenizer, full[len(prompt_text) :])
+    return _plain_ids(tokenizer, reply) + [tokenizer.eos_token_id]
+
+
+def encode_preference(tokenizer: Any, record: PreferenceRecord, *, max_length: int) -> EncodedPreference:
+    """Prompt ids and the two reply ids (with end-of-turn); the prompt is cut from the left first."""
+    prompt_text = render_chat(tokenizer, record.prompt, add_generation_prompt=True)
+    prompt = _plain_ids(tokenizer, prompt_text)
+    chosen = _reply_ids(tokenizer, record.prompt, prompt_text, record.chosen)
+    rejected = _reply_ids(tokenizer, record.prompt, prompt_text, record.rejected)
+    longest = max(len(chosen), len(rejected))
+    truncated = len(prompt) + longest > max_length
+    if truncated:
+        keep = max(0, max_length - longest)
+        prompt = prompt[len(prompt) - keep :] if keep else []
+        room = max_length - len(prompt)
+        chosen, rejected = chosen[:room], rejected[:room]
+    return EncodedPreference(prompt, chosen, rejected, truncated)
