@@ -11,6 +11,9 @@ from attune.adapters.base import (
     shape,
 )
 
+# Importing a shape module registers it.
+from attune.adapters import lora  # noqa: E402,F401
+
 __all__ = [
     "REGISTRY",
     "AdapterConfig",

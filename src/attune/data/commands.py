@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 app = typer.Typer(help="Validate and look at training data.", no_args_is_help=True)
 console = Console()
@@ -40,7 +41,7 @@ def check(
             table.add_row(kind, str(n))
         console.print(table)
         for p in report.problems:
-            console.print(f"[red]✗[/red] {p}", markup=True, highlight=False, soft_wrap=True)
+            console.print(Text("✗ ", style="red") + Text(str(p)), soft_wrap=True)
         if report.problems:
             failed = True
             console.print(f"[bold red]{len(report.problems)} problem(s)[/bold red] in {report.path}")
@@ -58,8 +59,6 @@ def inspect(
 ) -> None:
     """Show rendered examples with supervised tokens highlighted, and token-length statistics."""
     import statistics
-
-    from rich.text import Text
 
     from attune.builtin import resolve_path
     from attune.data import load_records

@@ -197,9 +197,11 @@ def run_recipe(
     show_progress: bool = True,
 ) -> Path:
     """Train every stage of `recipe` (or those named in `only`); returns the run directory."""
+    import torch
     from accelerate import PartialState
 
-    state = PartialState()
+    # cpu=True matters under torchrun on CPU: without it every rank believes it is rank 0.
+    state = PartialState(cpu=not torch.cuda.is_available())
     if run_dir is None:
         if state.is_main_process:
             run_dir = new_run_dir(Path(recipe.output_dir), recipe.name)
