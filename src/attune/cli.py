@@ -31,9 +31,11 @@ err = Console(stderr=True)
 def _register() -> None:
     """Commands that live next to the code they drive."""
     from attune.data.commands import app as data_app
+    from attune.evaluate import commands as eval_commands
     from attune.train import commands as train_commands
 
     app.add_typer(data_app, name="data")
+    app.command("eval")(eval_commands.eval_command)
 
     app.command("train")(train_commands.train)
     app.command("export")(train_commands.export)

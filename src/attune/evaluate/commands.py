@@ -1,0 +1,58 @@
+"""`attune eval` and `attune compare`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def eval_command(
+    tasks: list[str] = typer.Argument(..., help="task YAML files (or builtin:NAME, e.g. builtin:tickets)"),
+    model: str = typer.Option("builtin:smollm2-135m-instruct", "--model", "-m", help="model reference"),
+    adapter: Optional[str] = typer.Option(None, "--adapter", "-a", help="PEFT adapter directory"),
+    strategy: str = typer.Option("zero-shot", "--strategy", "-s", help="zero-shot | few-shot | cot | rag"),
+    k: int = typer.Option(4, "--k", help="few-shot examples / RAG passages"),
+    selection: str = typer.Option("similarity", "--selection", help="few-shot: random | similarity"),
+    pool: Optional[str] = typer.Option(None, "--pool", help="few-shot pool: a task or data file"),
+    index: Optional[str] = typer.Option(None, "--index", help="rag: an index directory"),
+    system: Optional[str] = typer.Option(None, "--system", help="system prompt"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="first N examples per task"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="write results (with every example) as JSON"),
+) -> None:
+    """Score a model (+ adapter, + prompting strategy) on eval tasks; tasks are validated before the model loads."""
+    from attune.evaluate.pools import pool_from_path
+    from attune.evaluate.runner import run_task
+    from attune.evaluate.tasks import load_task
+    from attune.models import load_generator
+    from attune.prompting import StrategyContext, build_strategy
+
+    loaded = [load_task(t) for t in tasks]
+    for task in loaded:
+        if limit:
+            task.examples = task.examples[:limit]
+    context = StrategyContext(pool=pool_from_path(pool) if pool else None, base_dir=Path("."))
+    options = {"k": k, "selection": selection, "index": index, "system": system}
+    generator = load_generator(model, adapter)
+    results = []
+    for task in loaded:
+        strat = build_strategy(strategy, options, StrategyContext(**{**context.__dict__, "system": system or task.spec.system, "template": task.spec.template}))
+        with console.status(f"{task.name}: {len(task.examples)} examples ..."):
+            results.append(run_task(generator, task, strat))
+    table = Table(title=f"{generator.name} · {strategy}")
+    table.add_column("task")
+    table.add_column("metric")
+    table.add_column("score", justify="right")
+    for r in results:
+        for name, value in r.metrics.items():
+            table.add_row(r.task, name, f"{value:.3f}")
+    console.print(table)
+    if out:
+        out.write_text(json.dumps({"model": model, "adapter": adapter, "strategy": strategy, "results": [r.to_dict() for r in results]}, indent=2, default=str))
+        console.print(f"results written to {out}")

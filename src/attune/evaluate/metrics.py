@@ -1,0 +1,145 @@
+"""Eval metrics: one function each, `metric(prediction, reference, **options) -> float` in [0, 1].
+
+Text is normalised the way SQuAD's evaluation does for exact_match and f1 (lower case, strip
+punctuation and articles, collapse whitespace). BLEU is sacrebleu's sentence BLEU / 100.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+from collections import Counter
+from typing import Any, Callable
+
+from attune.errors import AttuneError
+
+Metric = Callable[..., float]
+METRICS: dict[str, Metric] = {}
+
+
+def metric(fn: Metric) -> Metric:
+    METRICS[fn.__name__] = fn
+    return fn
+
+
+def normalize(text: str) -> str:
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def _json(text: str) -> Any:
+    """Parse JSON, tolerating a ```json fence around it; raises ValueError when it is not JSON."""
+    body = text.strip()
+    fence = re.match(r"^```(?:json)?\s*(.*?)\s*```$", body, re.S)
+    return json.loads(fence.group(1) if fence else body)
+
+
+@metric
+def exact_match(prediction: str, reference: str) -> float:
+    """1 if equal after normalisation; JSON on both sides is compared as parsed values."""
+    try:
+        return float(_json(prediction) == _json(reference))
+    except ValueError:
+        return float(normalize(prediction) == normalize(reference))
+
+
+@metric
+def contains(prediction: str, reference: str) -> float:
+    return float(normalize(reference) in normalize(prediction))
+
+
+@metric
+def regex(prediction: str, reference: str, pattern: str | None = None) -> float:
+    """1 if `pattern` (default: the reference itself, as a regex) matches the prediction."""
+    return float(re.search(pattern or reference, prediction) is not None)
+
+
+@metric
+def f1(prediction: str, reference: str) -> float:
+    """Token-overlap F1 (SQuAD)."""
+    p, r = normalize(prediction).split(), normalize(reference).split()
+    common = sum((Counter(p) & Counter(r)).values())
+    if not p or not r:
+        return float(p == r)
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(p), common / len(r)
+    return 2 * precision * recall / (precision + recall)
+
+
+@metric
+def rouge_l(prediction: str, reference: str) -> float:
+    """ROUGE-L F-measure from the longest common subsequence of normalised tokens."""
+    p, r = normalize(prediction).split(), normalize(reference).split()
+    if not p or not r:
+        return float(p == r)
+    prev = [0] * (len(r) + 1)
+    for a in p:
+        cur = [0]
+        for j, b in enumerate(r):
+            cur.append(prev[j] + 1 if a == b else max(prev[j + 1], cur[j]))
+        prev = cur
+    lcs = prev[-1]
+    if lcs == 0:
+        return 0.0
+    precision, recall = lcs / len(p), lcs / len(r)
+    return 2 * precision * recall / (precision + recall)
+
+
+@metric
+def bleu(prediction: str, reference: str) -> float:
+    import sacrebleu
+
+    return sacrebleu.sentence_bleu(prediction, [reference]).score / 100.0
+
+
+@metric
+def json_valid(prediction: str, reference: str = "") -> float:
+    try:
+        _json(prediction)
+        return 1.0
+    except ValueError:
+        return 0.0
+
+
+@metric
+def json_schema(prediction: str, reference: str = "", schema: dict | None = None) -> float:
+    """1 if the prediction is JSON valid against `schema` (from the task YAML)."""
+    import jsonschema
+
+    if schema is None:
+        raise AttuneError("metric json_schema needs a `schema:` in the task")
+    try:
+        jsonschema.validate(_json(prediction), schema)
+        return 1.0
+    except (ValueError, jsonschema.ValidationError):
+        return 0.0
+
+
+@metric
+def json_fields(prediction: str, reference: str) -> float:
+    """Share of the reference JSON object's fields the prediction gets right (partial credit)."""
+    try:
+        ref = _json(reference)
+    except ValueError:
+        return 0.0
+    try:
+        pred = _json(prediction)
+    except ValueError:
+        return 0.0
+    if not isinstance(ref, dict) or not isinstance(pred, dict) or not ref:
+        return float(pred == ref)
+    return sum(pred.get(k) == v for k, v in ref.items()) / len(ref)
+
+
+def get_metric(name: str) -> Metric:
+    if name not in METRICS:
+        import difflib
+
+        hint = difflib.get_close_matches(name, METRICS, n=1)
+        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise AttuneError(f"unknown metric {name!r}{extra}; known: {', '.join(sorted(METRICS))}")
+    return METRICS[name]

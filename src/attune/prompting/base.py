@@ -1,0 +1,79 @@
+"""The external-adaptation seam: a strategy turns a task example into the prompt to send.
+
+A strategy is one module exposing a factory `build_strategy(options, context) -> Strategy`,
+registered in `STRATEGIES` by "module:function" (imported lazily, so `rag` pulls in retrieval
+only when used). `options` are a compare candidate's fields (k, selection, system, index, ...).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from attune.errors import AttuneError
+from attune.models.generation import Message, Prompt
+
+
+@dataclass
+class PromptedExample:
+    prompt: Prompt
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class Strategy(Protocol):
+    name: str
+
+    def build(self, example: dict[str, Any]) -> PromptedExample: ...
+
+    def extract(self, output: str) -> str: ...
+
+
+@dataclass
+class StrategyContext:
+    """What a strategy may need besides its options."""
+
+    pool: list[dict[str, Any]] | None = None
+    base_dir: Path = Path(".")
+    seed: int = 0
+    system: str | None = None
+    template: str = "{input}"
+
+
+STRATEGIES: dict[str, str] = {
+    "zero-shot": "attune.prompting.zero_shot:build_strategy",
+    "few-shot": "attune.prompting.few_shot:build_strategy",
+    "cot": "attune.prompting.cot:build_strategy",
+    "rag": "attune.rag.strategy:build_strategy",
+}
+
+
+def build_strategy(name: str, options: dict[str, Any], context: StrategyContext) -> Strategy:
+    if name not in STRATEGIES:
+        import difflib
+
+        hint = difflib.get_close_matches(name, STRATEGIES, n=1)
+        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise AttuneError(f"unknown strategy {name!r}{extra}; known: {', '.join(STRATEGIES)}")
+    module, _, fn = STRATEGIES[name].partition(":")
+    try:
+        factory = getattr(importlib.import_module(module), fn)
+    except ModuleNotFoundError as exc:
+        raise AttuneError(f"strategy {name!r} is not available in this installation ({exc.name} is missing)") from exc
+    return factory(options, context)
+
+
+def user_turns(example: dict[str, Any], context: StrategyContext) -> list[Message]:
+    """The example's conversation so far: chat input as is, text input through the task template."""
+    value = example["input"]
+    if isinstance(value, list):
+        return [dict(m) for m in value]
+    return [{"role": "user", "content": context.template.format(input=value)}]
+
+
+def with_system(messages: list[Message], system: str | None) -> list[Message]:
+    if not system:
+        return messages
+    rest = [m for m in messages if m["role"] != "system"]
+    return [{"role": "system", "content": system}, *rest]

