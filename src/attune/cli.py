@@ -36,6 +36,7 @@ def _register() -> None:
 
     app.add_typer(data_app, name="data")
     app.command("eval")(eval_commands.eval_command)
+    app.command("compare")(eval_commands.compare_command)
 
     app.command("train")(train_commands.train)
     app.command("export")(train_commands.export)
@@ -83,6 +84,14 @@ def chat(
     from attune.chat import run_chat
 
     run_chat(model, adapter, system, max_tokens, temperature)
+
+
+@app.command()
+def demo() -> None:
+    """Train a LoRA on the builtin ticket data and score it against the base model (what `make demo` runs)."""
+    from attune.demo import run_demo
+
+    run_demo()
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ Assistant spans are found generically, not by hard-coding any template: the conv
 rendered with the tokenizer's chat template, each assistant turn's character span is the text
 between "everything before it + generation prompt" and "everything up to and including it"
 (so the span holds the reply and the template's end-of-turn marker, which teaches the model to
-stop), and tokens are mapped to spans through the fast tokenizer's offsets. Tokenizers without
+stop), and the text is tokenized piece by piece, cut at those span edges. Tokenizers without
 a chat template use a plain "User:/Assistant:" fallback with EOS after each reply.
 """
 
@@ -72,14 +72,24 @@ def _assistant_spans(tokenizer: Any, messages: list[Message], supervise: Supervi
 
 
 def encode_chat(tokenizer: Any, messages: list[Message], *, max_length: int, supervise: Supervise = "assistant") -> Encoded:
-    """Token ids of the rendered conversation; labels only inside supervised spans."""
+    """Token ids of the rendered conversation; labels only inside supervised spans.
+
+    The text is tokenized segment by segment, cut at span edges, exactly as generation sees it:
+    the prompt up to the assistant header alone, then the reply. (Tokenizing the whole text at
+    once can merge the header's newline with the reply's first word into one token that never
+    occurs at inference.)
+    """
     text, spans = _assistant_spans(tokenizer, messages, supervise)
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids: list[int] = enc["input_ids"]
-    labels = [IGNORE] * len(ids)
-    for j, (a, b) in enumerate(enc["offset_mapping"]):
-        if b > a and any(s <= a < e for s, e in spans):
-            labels[j] = ids[j]
+    ids: list[int] = []
+    labels: list[int] = []
+    at = 0
+    for start, end in [*spans, (len(text), len(text))]:
+        for lo, hi, learn in ((at, start, False), (start, end, True)):
+            if hi > lo:
+                piece = _plain_ids(tokenizer, text[lo:hi])
+                ids += piece
+                labels += piece if learn else [IGNORE] * len(piece)
+        at = end
     truncated = len(ids) > max_length
     return Encoded(ids[:max_length], labels[:max_length], truncated)
 

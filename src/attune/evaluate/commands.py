@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+console = Console(width=None if Console().is_terminal else 160)
 
 
 def eval_command(
@@ -56,3 +56,23 @@ def eval_command(
     if out:
         out.write_text(json.dumps({"model": model, "adapter": adapter, "strategy": strategy, "results": [r.to_dict() for r in results]}, indent=2, default=str))
         console.print(f"results written to {out}")
+
+
+def compare_command(
+    recipe: str = typer.Argument(..., help="recipe YAML with `compare:` candidates (or builtin:NAME)"),
+    run: Optional[Path] = typer.Option(None, "--run", help="use this trained run instead of training first"),
+) -> None:
+    """Score every candidate (prompting, trained stages, both) on the same tasks; write compare.json and a report."""
+    from attune.evaluate.compare import run_compare
+    from attune.evaluate.report import table_rows
+    from attune.recipe import load_recipe
+
+    result = run_compare(load_recipe(recipe), run)
+    header, rows = table_rows(result)
+    table = Table(title=f"compare: {result.recipe}")
+    for h in header:
+        table.add_column(h, justify="left" if h == "candidate" else "right")
+    for r in rows:
+        table.add_row(*r)
+    console.print(table)
+    console.print(f"report: [bold]{result.run_dir / 'report.html'}[/bold] (and report.md, compare.json)")
