@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -101,3 +102,18 @@ def test_resume_from_checkpoint_matches_uninterrupted(tokenizer, tmp_path, monke
     resumed = run(tmp_path / "cut", resume=True)
     for name, value in full.items():
         assert torch.allclose(value, resumed[name], atol=1e-6), name
+
+
+@pytest.mark.parametrize(
+    "adapter",
+    [{"type": "full"}, {"type": "freeze", "last_blocks": 1}, {"type": "dora", "r": 4}, {"type": "ia3"},
+     {"type": "prefix", "virtual_tokens": 4}, {"type": "prompt", "virtual_tokens": 4}, {"type": "bottleneck"}],
+)
+def test_loop_trains_every_shape(tiny_model, tokenizer, tmp_path, adapter):
+    """The loop's hidden-state capture and packing rules hold for every shape (prompt-learning ones unpacked)."""
+    from attune.adapters import apply_adapter, parse_adapter
+
+    model = apply_adapter(tiny_model, parse_adapter(adapter))
+    ctx = _context(tokenizer, max_steps=4, lr=1e-2)
+    result = train_loop(model, sft, _examples(16), _examples(2, seed=5), ctx, tmp_path, show_progress=False)
+    assert result.steps == 4 and result.eval_loss is not None and math.isfinite(result.final_loss)

@@ -34,7 +34,7 @@ class StageOutput:
     @property
     def adapter(self) -> Path | None:
         p = self.dir / "adapter"
-        return p if (p / "adapter_config.json").is_file() else None
+        return p if (p / "adapter_config.json").is_file() or (p / "bottleneck_config.json").is_file() else None
 
     @property
     def model(self) -> Path | None:

@@ -12,7 +12,7 @@ from attune.adapters.base import (
 )
 
 # Importing a shape module registers it.
-from attune.adapters import lora  # noqa: E402,F401
+from attune.adapters import bottleneck, dora, freeze, full, ia3, lora, prefix, prompt, qlora  # noqa: E402,F401
 
 __all__ = [
     "REGISTRY",

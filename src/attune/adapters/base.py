@@ -32,16 +32,26 @@ class AdapterShape:
     apply: ApplyFn
     uses_peft: bool
     """True when the result is a PeftModel saved in PEFT format (loadable by plain PEFT)."""
+    load_kwargs: Callable[[Any], dict[str, Any]] | None = None
+    """Extra `from_pretrained` kwargs the shape needs at load time (QLoRA's 4-bit quantization)."""
+    save: Callable[[Any, Any], None] | None = None
+    """Custom writer for shapes with their own small file format (bottleneck adapters)."""
 
 
 REGISTRY: dict[str, AdapterShape] = {}
 
 
-def register(name: str, config: type[AdapterConfig], uses_peft: bool = True) -> Callable[[ApplyFn], ApplyFn]:
+def register(
+    name: str,
+    config: type[AdapterConfig],
+    uses_peft: bool = True,
+    load_kwargs: Callable[[Any], dict[str, Any]] | None = None,
+    save: Callable[[Any, Any], None] | None = None,
+) -> Callable[[ApplyFn], ApplyFn]:
     """Decorator: register `apply` as the adapter shape `name` with its config class."""
 
     def wrap(fn: ApplyFn) -> ApplyFn:
-        REGISTRY[name] = AdapterShape(name, config, fn, uses_peft)
+        REGISTRY[name] = AdapterShape(name, config, fn, uses_peft, load_kwargs, save)
         return fn
 
     return wrap

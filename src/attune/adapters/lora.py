@@ -63,7 +63,9 @@ def wrap(model, peft_config):
     except ValueError as exc:
         if "not found in the base model" in str(exc) or "Target modules" in str(exc):
             names = sorted({n.split(".")[-1] for n, _ in model.named_modules() if n})
-            raise AttuneError(f"adapter targets {peft_config.target_modules} not found in the model; module names include: "
+            targets = peft_config.target_modules
+            shown = sorted(targets) if isinstance(targets, (set, list)) else targets
+            raise AttuneError(f"adapter targets {shown} not found in the model; module names include: "
                               f"{', '.join(n for n in names if not n.isdigit())[:400]}") from exc
         raise
 

@@ -36,10 +36,13 @@ def write_fingerprint(adapter_dir: str | Path, model: PreTrainedModel, extra: di
 def check_adapter_dir(path: str | Path) -> Path:
     """Validate that `path` is a PEFT adapter directory with non-empty weights."""
     path = Path(path)
-    if not (path / "adapter_config.json").is_file():
+    if (path / "bottleneck_config.json").is_file():
+        weights = [path / "bottleneck.safetensors"]
+    elif not (path / "adapter_config.json").is_file():
         raise AttuneError(f"{path}: not a PEFT adapter directory (no adapter_config.json)")
-    weights = [p for p in path.glob("adapter_model.*") if p.suffix in (".safetensors", ".bin")]
-    if not weights or all(p.stat().st_size == 0 for p in weights):
+    else:
+        weights = [p for p in path.glob("adapter_model.*") if p.suffix in (".safetensors", ".bin")]
+    if not weights or all(not p.is_file() or p.stat().st_size == 0 for p in weights):
         raise AttuneError(f"{path}: adapter has no weights file (adapter_model.safetensors)")
     return path
 
@@ -63,6 +66,11 @@ def load_adapter(model: PreTrainedModel, path: str | Path, name: str = "default"
 
     path = check_adapter_dir(path)
     check_adapter_matches(model, path)
+    if (path / "bottleneck_config.json").is_file():
+        # attune's own adapter format (no PEFT equivalent); imported here to keep models/ below adapters/
+        from attune.adapters.bottleneck import load_bottleneck
+
+        return load_bottleneck(model, path)
     try:
         if isinstance(model, PeftModel):
             model.load_adapter(str(path), adapter_name=name, is_trainable=trainable)

@@ -87,8 +87,9 @@ class _Plan:
         return [[self.examples[j] for j in row] for row in self.epoch(e)[i]]
 
 
-def _collate(objective: ModuleType, rows: list[list[dict]], options: Any, pad_id: int, packable: bool) -> dict:
-    if packable:
+def _collate(objective: ModuleType, rows: list[list[dict]], options: Any, pad_id: int) -> dict:
+    """Row-aware objectives get rows (one example each when packing is off); others a flat list."""
+    if getattr(objective, "PACKABLE", False):
         return objective.collate(rows, options, pad_id)
     return objective.collate([ex for row in rows for ex in row], options, pad_id)
 
@@ -194,7 +195,7 @@ def train_loop(
         batch_tokens=opts.batch_tokens, max_length=opts.max_length, packing=packable, seed=0,
     ) if val_examples else []
     val_batches = [
-        _collate(objective, [[val_examples[j] for j in row] for row in mb], opts, pad_id, packable) for mb in val_plan
+        _collate(objective, [[val_examples[j] for j in row] for row in mb], opts, pad_id) for mb in val_plan
     ]
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -234,7 +235,7 @@ def train_loop(
             context.step = step
             base = step * per_step + acc.process_index
             micro = [
-                _collate(objective, plan.rows(base + j * acc.num_processes), opts, pad_id, packable)
+                _collate(objective, plan.rows(base + j * acc.num_processes), opts, pad_id)
                 for j in range(per_step // acc.num_processes)
             ]
             if online:

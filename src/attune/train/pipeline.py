@@ -157,16 +157,16 @@ def _save_output(model, tokenizer, out: Path, uses_peft: bool, adapter_cfg, summ
     from attune.adapters import shape
     from attune.models.adapters_io import check_adapter_dir, write_fingerprint
 
-    target = out / ("adapter" if uses_peft else "model")
+    saver = shape(adapter_cfg.type).save
+    target = out / ("adapter" if uses_peft or saver else "model")
     tmp = out / f".tmp-{target.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    saver = getattr(shape(adapter_cfg.type), "save", None)
     if saver is not None:
         saver(model, tmp)
     else:
         model.save_pretrained(str(tmp), safe_serialization=True)
     tokenizer.save_pretrained(str(tmp))
-    if uses_peft:
+    if target.name == "adapter":
         write_fingerprint(tmp, model, {"stage": summary["stage"], "base_model": summary["base_model"]})
         check_adapter_dir(tmp)
     shutil.rmtree(target, ignore_errors=True)
