@@ -30,6 +30,12 @@ MODEL = "builtin:smollm2-135m-instruct"
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def chat_length(tokenizer, messages: list[dict]) -> int:
+    from attune.data import render_chat
+
+    return len(tokenizer(render_chat(tokenizer, messages), add_special_tokens=False)["input_ids"])
+
+
 def build_records(tokenizer, n: int, seed: int = 0) -> list[dict]:
     """Chat records of 50-600 tokens from the project's shipped text (deterministic)."""
     words: list[str] = []
@@ -47,15 +53,14 @@ def build_records(tokenizer, n: int, seed: int = 0) -> list[dict]:
         prompt = " ".join(words[start : start + prompt_len])
         answer = " ".join(words[start + prompt_len : start + prompt_len + (total - prompt_len) * 3 // 4])
         messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
-        length = len(tokenizer.apply_chat_template(messages, tokenize=True))
+        length = chat_length(tokenizer, messages)
         if 50 <= length <= 600:
             records.append({"messages": messages})
     return records
 
 
 def supervised_tokens(tokenizer, records: list[dict]) -> int:
-    from attune.data import encode_record, load_records  # noqa: F401  (encode via attune's masking)
-    from attune.data.records import ChatRecord
+    from attune.data import ChatRecord, encode_record
 
     total = 0
     for r in records:
@@ -124,7 +129,7 @@ def run_trl(records_file: Path, tuned: bool) -> dict:
         kwargs.update(gradient_checkpointing=False, packing=True, per_device_train_batch_size=4)
     trainer = SFTTrainer(
         model=loaded.model, args=SFTConfig(**kwargs), train_dataset=ds, processing_class=loaded.tokenizer,
-        peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM"),
+        peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"),
     )
     t = time.perf_counter()
     trainer.train()
@@ -159,7 +164,7 @@ def main() -> None:
     records_file = out_dir / "sft_records.jsonl"
     records_file.write_text("".join(json.dumps(r) + "\n" for r in records))
     sup = supervised_tokens(tokenizer, records)
-    lengths = [len(tokenizer.apply_chat_template(r["messages"], tokenize=True)) for r in records]
+    lengths = [chat_length(tokenizer, r["messages"]) for r in records]
     print(f"{len(records)} records, {sum(lengths)} tokens (min {min(lengths)}, max {max(lengths)}), {sup} supervised")
     peak = matmul_peak_gflops()
     results: dict[str, list[dict]] = {}
