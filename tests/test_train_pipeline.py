@@ -140,3 +140,32 @@ def test_two_processes_match_one_process_with_same_global_batch(tmp_path, tiny_m
     single, double = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert len(single) == len(double) == 4
     assert max(abs(a - b) for a, b in zip(single, double)) < 1e-5
+
+
+def test_cpt_then_sft_chain_with_replay(tmp_path, tiny_model_dir):
+    """cpt (with replay) -> sft: the second stage starts from the first stage's merged weights."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(6):
+        (docs / f"d{i}.md").write_text(f"The Zephyr {i} battery stores {i + 5} kWh. " * 20)
+    general = _jsonl_text(tmp_path / "general.jsonl", [f"General sentence number {i} about the weather." for i in range(10)])
+    data = _write_data(tmp_path / "orders.jsonl")
+    recipe = {
+        "name": "chain", "model": str(tiny_model_dir), "output_dir": str(tmp_path / "runs"),
+        "stages": [
+            {"objective": "cpt", "data": {"path": str(docs)}, "replay": {"path": str(general), "ratio": 0.3},
+             "train": {"max_steps": 2, "batch_tokens": 256, "max_length": 64, "lr": 1e-2}},
+            {"objective": "sft", "data": {"path": str(data)}, "train": {"max_steps": 2, "batch_tokens": 256, "max_length": 64}},
+        ],
+    }
+    path = tmp_path / "chain.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    run = run_recipe(load_recipe(path), show_progress=False)
+    assert stage_output(run, "cpt").summary["steps"] == 2
+    assert stage_output(run, "sft").summary["base_model"] == str(run / "stages" / "cpt" / "merged")
+    assert (run / "stages" / "cpt" / "merged" / "config.json").is_file()
+
+
+def _jsonl_text(path: Path, texts: list[str]) -> Path:
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    return path
