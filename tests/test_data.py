@@ -193,3 +193,22 @@ def test_chat_record_renders_with_template(tokenizer):
 
     enc = encode_record(tokenizer, ChatRecord(CHAT["messages"], "x:1"), max_length=64)
     assert _supervised(tokenizer, enc).startswith("hello")
+
+
+def test_csv_parquet_json_and_text_inputs(tmp_path):
+    import pandas as pd
+
+    frame = pd.DataFrame({"prompt": ["2+2=", "3+3="], "completion": ["4", "6"]})
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    frame.to_parquet(tmp_path / "d.parquet")
+    (tmp_path / "d.json").write_text(json.dumps(frame.to_dict(orient="records")))
+    for name in ("d.csv", "d.parquet", "d.json"):
+        records = load_records(tmp_path / name)
+        assert [(r.prompt, r.completion) for r in records] == [("2+2=", "4"), ("3+3=", "6")], name
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("First block.\n\nSecond block.")
+    assert [r.text for r in load_records(tmp_path / "docs")] == ["First block.\n\nSecond block."]
+    from attune.recipe import DataSource
+
+    split = load_records(DataSource(path=str(tmp_path / "docs"), text_split="blank-line"))
+    assert [r.text for r in split] == ["First block.", "Second block."]

@@ -78,4 +78,6 @@ def _table(path: Path, builder: str) -> Iterator[tuple[str, Row]]:
     ds = load_dataset(builder, data_files=str(path), split="train", streaming=True)
     header = 1 if builder == "csv" else 0
     for i, row in enumerate(ds):
+        if builder == "csv":  # CSV has no types: `datasets` guesses ints and floats, but cells are text
+            row = {k: v if v is None or isinstance(v, str) else str(v) for k, v in row.items()}
         yield f"{path}:{i + 1 + header}", dict(row)
