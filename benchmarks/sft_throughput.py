@@ -8,7 +8,8 @@ SmolLM2-135M-Instruct with LoRA r=16 on all linear layers, fp32, over the same c
 src/attune/builtin). Throughput counts real supervised tokens (assistant tokens, no padding)
 divided by training wall time (model load excluded). TRL default = SFTConfig defaults
 (gradient checkpointing on, no packing); TRL tuned = gradient checkpointing off, packing with
-its padding-free BFD strategy. attune's MFU is against the measured fp32 matmul peak, with
+its padding-free BFD strategy. Both TRL runs set bf16=False (TRL defaults to bf16, which is
+~400x slower on this CPU): every system trains in fp32. attune's MFU is against the measured fp32 matmul peak, with
 LoRA training ~= 4 * N FLOPs per token (forward 2N, backward w.r.t. activations 2N).
 """
 
@@ -124,6 +125,9 @@ def run_trl(records_file: Path, tuned: bool) -> dict:
     kwargs = dict(
         output_dir=tempfile.mkdtemp(), num_train_epochs=1, learning_rate=2e-4, report_to=[], save_strategy="no",
         logging_steps=1000, use_cpu=True, max_length=1024, dataloader_num_workers=0,
+        # TRL's SFTConfig turns bf16 on by default; on this CPU bf16 matmuls are ~400x slower, so both
+        # TRL runs use fp32 like attune (otherwise "default" would measure the bf16 trap, not TRL).
+        bf16=False,
     )
     if tuned:
         kwargs.update(gradient_checkpointing=False, packing=True, per_device_train_batch_size=4)
