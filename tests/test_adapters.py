@@ -60,12 +60,13 @@ def test_shape_trains_changes_trainable_and_keeps_frozen(tiny_model, name):
 
 @pytest.mark.parametrize("name", ["lora", "dora", "ia3", "prefix", "prompt"])
 def test_peft_shapes_round_trip_through_plain_peft(tmp_path, tokenizer, name):
-    from conftest import make_tiny_model
     from peft import PeftModel
+
+    from conftest import make_tiny_model
 
     model = apply_adapter(make_tiny_model(tokenizer), parse_adapter(CONFIGS[name]))
     with torch.no_grad():
-        for n, p in model.named_parameters():
+        for p in model.parameters():
             if p.requires_grad:
                 p.add_(0.05 * torch.randn_like(p))  # make the adapter non-trivial
     ids, mask = _batch()
@@ -77,9 +78,8 @@ def test_peft_shapes_round_trip_through_plain_peft(tmp_path, tokenizer, name):
 
 
 def test_bottleneck_round_trip(tmp_path, tokenizer):
-    from conftest import make_tiny_model
-
     from attune.adapters.bottleneck import load_bottleneck, save_bottleneck
+    from conftest import make_tiny_model
 
     model = apply_adapter(make_tiny_model(tokenizer), parse_adapter(CONFIGS["bottleneck"]))
     with torch.no_grad():

@@ -7,7 +7,17 @@ import json
 import pytest
 
 from attune.errors import AttuneError
-from attune.evaluate.metrics import bleu, contains, exact_match, f1, json_fields, json_schema, json_valid, regex, rouge_l
+from attune.evaluate.metrics import (
+    bleu,
+    contains,
+    exact_match,
+    f1,
+    json_fields,
+    json_schema,
+    json_valid,
+    regex,
+    rouge_l,
+)
 from attune.evaluate.tasks import load_task
 from attune.prompting.extraction import extract
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 
 import pytest
 
@@ -30,7 +29,8 @@ def test_hub_id_without_network_says_how_to_use_a_local_copy(monkeypatch):
     from attune.models import load_tokenizer
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(AttuneError, match=r"could not load 'no-such-org/no-such-model' from the Hugging Face hub .* pass the directory instead"):
+    expected = r"could not load 'no-such-org/no-such-model' from the Hugging Face hub .* pass the directory instead"
+    with pytest.raises(AttuneError, match=expected):
         load_tokenizer("no-such-org/no-such-model")
 
 
@@ -60,8 +60,9 @@ def test_generation_and_stop_strings(tiny_model, tokenizer):
 
 
 def test_wrong_base_adapter_is_refused(tmp_path, tiny_model, tokenizer):
-    from conftest import make_tiny_model
     from peft import LoraConfig, get_peft_model
+
+    from conftest import make_tiny_model
 
     other = make_tiny_model(tokenizer, hidden=32)
     peft_model = get_peft_model(other, LoraConfig(r=2, target_modules=["q_proj"]))

@@ -75,9 +75,8 @@ def test_early_stopping(tiny_model, tokenizer, tmp_path):
 
 def test_resume_from_checkpoint_matches_uninterrupted(tokenizer, tmp_path, monkeypatch):
     """In-process version of the resume guarantee (the SIGKILL version runs `attune train` in a subprocess)."""
-    from conftest import make_tiny_model
-
     import attune.train.loop as loop_module
+    from conftest import make_tiny_model
 
     def run(out, resume=False):
         torch.manual_seed(0)

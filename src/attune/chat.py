@@ -58,7 +58,7 @@ def run_chat(
         if text.startswith("/system"):
             system = text.removeprefix("/system").strip() or None
             history = start()
-            console.print(f"[dim](system prompt set; conversation reset)[/dim]")
+            console.print("[dim](system prompt set; conversation reset)[/dim]")
             continue
         history.append({"role": "user", "content": text})
         console.print("[bold green]bot>[/bold green] ", end="")

@@ -13,7 +13,6 @@ Relative paths are resolved against the recipe file's folder.
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,7 +21,7 @@ from pydantic import Field, SerializeAsAny, ValidationError, ValidationInfo, fie
 
 from attune.adapters import AdapterConfig, parse_adapter
 from attune.config import StrictModel
-from attune.errors import AttuneError
+from attune.errors import AttuneError, did_you_mean, unknown
 from attune.train.config import TrainConfig
 
 DataFormat = Literal["auto", "chat", "instruction", "completion", "text", "preference", "prompt"]
@@ -76,9 +75,7 @@ class Stage(StrictModel):
         from attune.train.objectives import OBJECTIVES
 
         if v not in OBJECTIVES:
-            hint = difflib.get_close_matches(v, OBJECTIVES, n=1)
-            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise ValueError(f"unknown objective {v!r}{extra}; known: {', '.join(sorted(OBJECTIVES))}")
+            raise ValueError(str(unknown("objective", v, OBJECTIVES)))
         return v
 
     @field_validator("data", mode="before")
@@ -228,9 +225,7 @@ def _valid_keys(model: type[StrictModel] | None) -> list[str]:
 def _describe(err: dict[str, Any], data: dict[str, Any]) -> str:
     if err["type"] == "extra_forbidden":
         key = str(err["loc"][-1])
-        candidates = _candidate_keys(err["loc"], data)
-        hint = difflib.get_close_matches(key, candidates, n=1)
-        return f"unknown key {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+        return f"unknown key {key!r}" + did_you_mean(key, _candidate_keys(err["loc"], data))
     msg = err["msg"]
     for prefix in ("Value error, ", "Assertion failed, "):
         msg = msg.removeprefix(prefix)

@@ -1,5 +1,7 @@
 """Adaptation shapes: one module each, registered by name (see `base.py` for the seam)."""
 
+# Importing a shape module registers it.
+from attune.adapters import bottleneck, dora, freeze, full, ia3, lora, prefix, prompt, qlora  # noqa: E402,F401
 from attune.adapters.base import (
     REGISTRY,
     AdapterConfig,
@@ -10,9 +12,6 @@ from attune.adapters.base import (
     register,
     shape,
 )
-
-# Importing a shape module registers it.
-from attune.adapters import bottleneck, dora, freeze, full, ia3, lora, prefix, prompt, qlora  # noqa: E402,F401
 
 __all__ = [
     "REGISTRY",

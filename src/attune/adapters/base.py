@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from attune.config import StrictModel
-from attune.errors import AttuneError
+from attune.errors import AttuneError, unknown
 
 if TYPE_CHECKING:
     from torch import nn
@@ -59,11 +59,7 @@ def register(
 
 def shape(name: str) -> AdapterShape:
     if name not in REGISTRY:
-        import difflib
-
-        hint = difflib.get_close_matches(name, REGISTRY, n=1)
-        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise AttuneError(f"unknown adapter type {name!r}{extra}; known: {', '.join(sorted(REGISTRY))}")
+        raise unknown("adapter type", name, REGISTRY)
     return REGISTRY[name]
 
 

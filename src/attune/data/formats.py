@@ -65,7 +65,8 @@ def _text(row: dict, key: str, source: str, faults: _Faults, *, required: bool =
         faults.add(source, key, f"expected a string, got {type(value).__name__}")
         return None
     if not value.strip() and not empty_ok:
-        faults.add(source, key, "empty response" if key in ("output", "completion", "chosen", "rejected", "answer") else "empty text", droppable=key != "text")
+        reply = key in ("output", "completion", "chosen", "rejected", "answer")
+        faults.add(source, key, "empty response" if reply else "empty text", droppable=key != "text")
         return None
     return value
 

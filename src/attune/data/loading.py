@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from attune.data.formats import FORMATS, canonical_format, convert, detect_format
+from attune.data.formats import FORMATS, convert, detect_format
 from attune.data.readers import iter_rows
 from attune.data.records import DataError, Problem, Record, TextRecord
 from attune.errors import AttuneError

@@ -42,7 +42,10 @@ def eval_command(
     generator = load_generator(model, adapter)
     results = []
     for task in loaded:
-        strat = build_strategy(strategy, options, StrategyContext(**{**context.__dict__, "system": system or task.spec.system, "template": task.spec.template}))
+        task_context = StrategyContext(
+            pool=context.pool, base_dir=context.base_dir, system=system or task.spec.system, template=task.spec.template
+        )
+        strat = build_strategy(strategy, options, task_context)
         with console.status(f"{task.name}: {len(task.examples)} examples ..."):
             results.append(run_task(generator, task, strat))
     table = Table(title=f"{generator.name} · {strategy}")
@@ -54,7 +57,8 @@ def eval_command(
             table.add_row(r.task, name, f"{value:.3f}")
     console.print(table)
     if out:
-        out.write_text(json.dumps({"model": model, "adapter": adapter, "strategy": strategy, "results": [r.to_dict() for r in results]}, indent=2, default=str))
+        payload = {"model": model, "adapter": adapter, "strategy": strategy, "results": [r.to_dict() for r in results]}
+        out.write_text(json.dumps(payload, indent=2, default=str))
         console.print(f"results written to {out}")
 
 

@@ -12,7 +12,7 @@ import string
 from collections import Counter
 from typing import Any, Callable
 
-from attune.errors import AttuneError
+from attune.errors import AttuneError, unknown
 
 Metric = Callable[..., float]
 METRICS: dict[str, Metric] = {}
@@ -137,9 +137,5 @@ def json_fields(prediction: str, reference: str) -> float:
 
 def get_metric(name: str) -> Metric:
     if name not in METRICS:
-        import difflib
-
-        hint = difflib.get_close_matches(name, METRICS, n=1)
-        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise AttuneError(f"unknown metric {name!r}{extra}; known: {', '.join(sorted(METRICS))}")
+        raise unknown("metric", name, METRICS)
     return METRICS[name]

@@ -94,6 +94,12 @@ def failures(c: CandidateResult, n: int = 3) -> list[dict[str, Any]]:
     return bad
 
 
+STYLE = (
+    "body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse}"
+    "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child{text-align:left}img{max-width:100%}"
+)
+
+
 def write_report(result: CompareResult, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     header, rows = table_rows(result)
@@ -131,7 +137,7 @@ def write_report(result: CompareResult, out_dir: Path) -> None:
         if items:
             fails += f"<h3>{html.escape(c.name)}</h3><ul>{items}</ul>"
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>attune compare: {html.escape(result.recipe)}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}img{{max-width:100%}}</style>
+<style>{STYLE}</style>
 </head><body><h1>attune compare: {html.escape(result.recipe)}</h1><table><tr>{cells}</tr>{body}</table>
 <p>Forgetting = mean drop of the general-skills probe against the base model (positive = lost skill).</p>
 {figs}<h2>Failed examples</h2>{fails or "<p>none</p>"}</body></html>"""

@@ -90,7 +90,7 @@ def _continuation_logprob(model, tokenizer, context: str, continuation: str) -> 
 
 def run_choice(generator: Generator, task: Task, strategy: Strategy) -> TaskResult:
     model, tokenizer = _hf(generator, "choice")
-    render = getattr(generator, "render")
+    render = generator.render
     start = time.perf_counter()
     rows, acc, acc_norm = [], 0.0, 0.0
     was_training = model.training

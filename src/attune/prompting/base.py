@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from attune.errors import AttuneError
+from attune.errors import AttuneError, unknown
 from attune.models.generation import Message, Prompt
 
 
@@ -51,11 +51,7 @@ STRATEGIES: dict[str, str] = {
 
 def build_strategy(name: str, options: dict[str, Any], context: StrategyContext) -> Strategy:
     if name not in STRATEGIES:
-        import difflib
-
-        hint = difflib.get_close_matches(name, STRATEGIES, n=1)
-        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise AttuneError(f"unknown strategy {name!r}{extra}; known: {', '.join(STRATEGIES)}")
+        raise unknown("strategy", name, STRATEGIES)
     module, _, fn = STRATEGIES[name].partition(":")
     try:
         factory = getattr(importlib.import_module(module), fn)

@@ -22,7 +22,7 @@ class TrainConfig(StrictModel):
     weight_decay: float = Field(0.0, ge=0)
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="share of steps with linear warmup")
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    batch_tokens: int = Field(4096, gt=0, description="tokens per micro-batch as computed (rows x widest row); packing keeps pads near zero")
+    batch_tokens: int = Field(4096, gt=0, description="tokens per micro-batch, as computed (rows x widest row)")
     grad_accum: int = Field(1, gt=0, description="micro-batches per optimizer step")
     max_length: int = Field(1024, gt=8, description="longer examples are truncated (and counted by data check)")
     packing: bool = Field(True, description="pack examples into rows; attention never crosses examples")
@@ -34,6 +34,8 @@ class TrainConfig(StrictModel):
     save_every: int | None = Field(None, gt=0, description="checkpoint every N steps (default: per epoch)")
     keep_checkpoints: int = Field(2, gt=0)
     gradient_checkpointing: bool = Field(False, description="trade ~30% compute for activation memory")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: fp32 on CPU, bf16 on GPU")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: fp32 on CPU, bf16 on GPU"
+    )
     loss_chunk_tokens: int = Field(1024, gt=0, description="tokens per chunk of the LM-head + cross-entropy")
     log_every: int = Field(1, gt=0)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from attune.errors import AttuneError
+from attune.errors import unknown
 
 OBJECTIVES: dict[str, str] = {
     "sft": "attune.train.objectives.sft",
@@ -27,9 +27,5 @@ OBJECTIVES: dict[str, str] = {
 def get_objective(name: str) -> ModuleType:
     """Import and return the module implementing objective `name`."""
     if name not in OBJECTIVES:
-        import difflib
-
-        hint = difflib.get_close_matches(name, OBJECTIVES, n=1)
-        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise AttuneError(f"unknown objective {name!r}{extra}; known: {', '.join(sorted(OBJECTIVES))}")
+        raise unknown("objective", name, OBJECTIVES)
     return importlib.import_module(OBJECTIVES[name])
