@@ -99,7 +99,9 @@ def load_model(
     """Load weights and tokenizer. `model_kwargs` go to `from_pretrained` (e.g. a quantization config)."""
     import torch
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a per-tensor bar on every load is noise next to attune's own progress
     ref = as_ref(ref)
     source = model_source(ref)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
