@@ -31,21 +31,27 @@ def _batch():
     return ids, torch.ones_like(ids)
 
 
+def _train(model, steps: int, lr: float) -> list[float]:
+    """A plain causal-LM loop on one fixed batch (independent of attune's loop, on purpose)."""
+    ids, mask = _batch()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = model(input_ids=ids, attention_mask=mask, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(float(loss))
+    return losses
+
+
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_shape_trains_changes_trainable_and_keeps_frozen(tiny_model, name):
     before = {n: p.detach().clone() for n, p in tiny_model.named_parameters()}
     model = apply_adapter(tiny_model, parse_adapter(CONFIGS[name]))
     trainable, total = count_parameters(model)
     assert 0 < trainable <= total
-    ids, mask = _batch()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LRS[name])
-    losses = []
-    for _ in range(12):
-        loss = model(input_ids=ids, attention_mask=mask, labels=ids).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        losses.append(float(loss))
+    losses = _train(model, steps=12, lr=LRS[name])
     assert all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < losses[0]
     changed = frozen_changed = 0
@@ -102,16 +108,7 @@ def test_qlora_loads_4bit_and_trains(tiny_model_dir):
     cfg = parse_adapter({"type": "qlora", "r": 4, "alpha": 8})
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, **shape("qlora").load_kwargs(cfg))
     assert any(p.__class__.__name__ == "Params4bit" for p in base.parameters())
-    model = apply_adapter(base, cfg)
-    ids, mask = _batch()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-2)
-    losses = []
-    for _ in range(6):
-        loss = model(input_ids=ids, attention_mask=mask, labels=ids).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        losses.append(float(loss))
+    losses = _train(apply_adapter(base, cfg), steps=6, lr=2e-2)
     assert losses[-1] < losses[0]
 
 

@@ -61,12 +61,16 @@ def regex(prediction: str, reference: str, pattern: str | None = None) -> float:
 def f1(prediction: str, reference: str) -> float:
     """Token-overlap F1 (SQuAD)."""
     p, r = normalize(prediction).split(), normalize(reference).split()
-    common = sum((Counter(p) & Counter(r)).values())
     if not p or not r:
         return float(p == r)
-    if common == 0:
+    return _f_measure(sum((Counter(p) & Counter(r)).values()), len(p), len(r))
+
+
+def _f_measure(overlap: int, n_pred: int, n_ref: int) -> float:
+    """Harmonic mean of precision (overlap / n_pred) and recall (overlap / n_ref)."""
+    if overlap == 0:
         return 0.0
-    precision, recall = common / len(p), common / len(r)
+    precision, recall = overlap / n_pred, overlap / n_ref
     return 2 * precision * recall / (precision + recall)
 
 
@@ -82,11 +86,7 @@ def rouge_l(prediction: str, reference: str) -> float:
         for j, b in enumerate(r):
             cur.append(prev[j] + 1 if a == b else max(prev[j + 1], cur[j]))
         prev = cur
-    lcs = prev[-1]
-    if lcs == 0:
-        return 0.0
-    precision, recall = lcs / len(p), lcs / len(r)
-    return 2 * precision * recall / (precision + recall)
+    return _f_measure(prev[-1], len(p), len(r))
 
 
 @metric

@@ -118,7 +118,8 @@ def train_stage(
     if acc.is_main_process:
         console.print(
             f"[bold]{stage.name}[/bold]: {stage.objective} with {adapter_cfg.type} on {base_model} — "
-            f"trainable {trainable:,} / {total:,} parameters ({100 * trainable / max(total, 1):.3f}%)"
+            f"trainable {trainable:,} / {total:,} parameters ({100 * trainable / max(total, 1):.3f}%)",
+            soft_wrap=True,
         )
     context = ObjectiveContext(tokenizer=tokenizer, options=stage.train, stage=stage, accelerator=acc, device=acc.device)
     context.state["recipe"] = recipe
