@@ -44,7 +44,7 @@ def _count_tokens(generator: Generator, text: str) -> int:
 
 def run_generate(generator: Generator, task: Task, strategy: Strategy, seed: int = 0) -> TaskResult:
     spec = task.spec
-    built = [strategy.build(ex) for ex in task.examples]
+    built = [strategy.build(ex["query"], ex) for ex in task.examples]
     params = GenerationParams(max_new_tokens=spec.max_new_tokens, seed=seed)
     if strategy.name == "cot":
         params.max_new_tokens = max(params.max_new_tokens, 192)
@@ -96,7 +96,7 @@ def run_choice(generator: Generator, task: Task, strategy: Strategy) -> TaskResu
     was_training = model.training
     model.eval()
     for ex in task.examples:
-        prompt = strategy.build(ex).prompt
+        prompt = strategy.build(ex["query"], ex).prompt
         context = render(prompt)
         logps = [_continuation_logprob(model, tokenizer, context, task.spec.choice_prefix + c) for c in ex["choices"]]
         norms = [lp / max(1, len((task.spec.choice_prefix + c).encode())) for lp, c in zip(logps, ex["choices"])]

@@ -2,7 +2,12 @@
 
 A strategy is one module exposing a factory `build_strategy(options, context) -> Strategy`,
 registered in `STRATEGIES` by "module:function" (imported lazily, so `rag` pulls in retrieval
-only when used). `options` are a compare candidate's fields (k, selection, system, index, ...).
+only when used). `options` are a compare candidate's fields (k, selection, pool, index, system,
+...) or `--strategy-option key=value` pairs from the CLI.
+
+`build(query, example)` gets the task's input text (`query`: the last user message for chat
+data) and the task example (`input`, `reference`, `raw` = the record as read), and returns the
+prompt to send plus `meta` (shots chosen, sources retrieved) that the results record.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from attune.models.generation import Message, Prompt
 
 @dataclass
 class PromptedExample:
+    """The prompt a strategy built for one example, and what it wants recorded about it."""
+
     prompt: Prompt
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -25,15 +32,22 @@ class PromptedExample:
 class Strategy(Protocol):
     name: str
 
-    def build(self, example: dict[str, Any]) -> PromptedExample: ...
+    def build(self, query: str, example: dict[str, Any]) -> PromptedExample: ...
 
-    def extract(self, output: str) -> str: ...
+    def extract(self, output: str) -> str:
+        """The answer inside a generation (identity unless the strategy asks for a format)."""
+        ...
 
 
 @dataclass
 class StrategyContext:
-    """What a strategy may need besides its options."""
+    """What a strategy may need besides its options.
 
+    `pool` holds solved examples (`input`, `query`, `reference`) for few-shot; `system` and
+    `template` come from the task (a candidate's own `system` option wins).
+    """
+
+    tokenizer: Any | None = None
     pool: list[dict[str, Any]] | None = None
     base_dir: Path = Path(".")
     seed: int = 0

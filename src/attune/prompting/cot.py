@@ -18,7 +18,7 @@ class ChainOfThought:
         self.system = system
         self.context = context
 
-    def build(self, example: dict[str, Any]) -> PromptedExample:
+    def build(self, query: str, example: dict[str, Any]) -> PromptedExample:
         messages = user_turns(example, self.context)
         messages[-1] = {**messages[-1], "content": messages[-1]["content"] + INSTRUCTION}
         return PromptedExample(with_system(messages, self.system))

@@ -48,8 +48,8 @@ class FewShot:
         order = [int(i) for i in np.argsort(-scores) if self.pool[int(i)]["query"] != query]
         return order[: self.k]
 
-    def build(self, example: dict[str, Any]) -> PromptedExample:
-        chosen = self._similar(example["query"]) if self.selection == "similarity" else self._random
+    def build(self, query: str, example: dict[str, Any]) -> PromptedExample:
+        chosen = self._similar(query) if self.selection == "similarity" else self._random
         shots = []
         for i in chosen:
             shot = self.pool[i]

@@ -14,7 +14,7 @@ class ZeroShot:
         self.system = system
         self.context = context
 
-    def build(self, example: dict[str, Any]) -> PromptedExample:
+    def build(self, query: str, example: dict[str, Any]) -> PromptedExample:
         return PromptedExample(with_system(user_turns(example, self.context), self.system))
 
     def extract(self, output: str) -> str:
