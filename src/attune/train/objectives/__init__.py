@@ -21,6 +21,7 @@ from attune.errors import unknown
 OBJECTIVES: dict[str, str] = {
     "sft": "attune.train.objectives.sft",
     "cpt": "attune.train.objectives.cpt",
+    "distill": "attune.train.objectives.distill",
 }
 
 

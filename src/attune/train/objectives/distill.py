@@ -1,0 +1,212 @@
+"""Knowledge distillation from a teacher model into the stage's (student) model.
+
+Two levels, chosen by `loss`:
+  sequence  the teacher answers the stage's prompt records (cached to JSONL, see
+            `attune.distill.cache`) and the student is fine-tuned on those answers with the SFT
+            machinery (Kim & Rush 2016, "Sequence-Level Knowledge Distillation").
+  logit     the student matches the teacher's next-token distribution on the same tokens:
+            forward KL(teacher || student) at beta=0, reverse KL at beta=1, the generalised JSD
+            in between (Agarwal et al. 2024, "On-Policy Distillation of Language Models", GKD;
+            the same formula as TRL's `generalized_jsd_loss`). Needs a shared tokenizer.
+
+Prompt records are answered by the teacher first in both modes, so logit-level distillation on
+a prompt set trains on the teacher's own outputs (supervised KD). The teacher's logits are
+computed only at supervised positions, chunk by chunk, like the LM loss in `attune.train.logprobs`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from attune.errors import AttuneError
+from attune.train.logprobs import IGNORE, final_hidden, lm_loss_sum, unwrap
+from attune.train.objectives import sft
+
+RECORD_KINDS = ("prompt", "chat", "completion", "text")
+PACKABLE = True
+
+
+class Options(sft.Options):
+    loss: Literal["sequence", "logit"] = Field(
+        "sequence", description="sequence: SFT on teacher outputs; logit: match the teacher's token distributions"
+    )
+    beta: float = Field(
+        0.0, ge=0, le=1, description="logit loss: 0 forward KL, 1 reverse KL, between: generalised JSD (GKD; its default 0.5)"
+    )
+    temperature: float = Field(1.0, gt=0, description="logit loss: both distributions are softened by this (Hinton et al. 2015)")
+    ce_weight: float = Field(0.0, ge=0, description="logit loss: add this times the cross-entropy on the data tokens")
+    max_new_tokens: int = Field(128, gt=0, description="teacher generation length for prompt records")
+    teacher_temperature: float = Field(0.0, ge=0, description="teacher sampling temperature (0: greedy, reproducible)")
+    cache: str | None = Field(
+        None, description="teacher-response cache (JSONL); default <output_dir>/<recipe name>/teacher-cache.jsonl"
+    )
+
+
+def _teacher_ref(context: Any) -> str:
+    teacher = getattr(context.stage, "teacher", None)
+    if not teacher:
+        raise AttuneError(f"stage {getattr(context.stage, 'name', '?')!r}: distill needs `teacher: MODEL` (a model reference)")
+    return str(teacher)
+
+
+def _cache_path(options: Options, context: Any) -> Path:
+    recipe = context.state.get("recipe")
+    if options.cache:
+        base = getattr(recipe, "base_dir", None)
+        path = Path(options.cache).expanduser()
+        return path if path.is_absolute() or base is None else Path(base) / path
+    if recipe is None:
+        raise AttuneError("distill: set `train.cache:` (no recipe to place the teacher cache next to)")
+    return Path(recipe.output_dir) / recipe.name / "teacher-cache.jsonl"
+
+
+def _teacher_generator(context: Any):
+    if "teacher_generator" not in context.state:
+        from attune.models import load_generator
+
+        context.state["teacher_generator"] = load_generator(_teacher_ref(context))
+    return context.state["teacher_generator"]
+
+
+def answer_prompts(records: list, options: Options, context: Any) -> list:
+    """Prompt records become chat records carrying the teacher's (cached) answer; others pass through."""
+    from attune.data.records import ChatRecord, PromptRecord
+    from attune.distill.cache import teacher_responses
+    from attune.models.generation import GenerationParams
+
+    prompts = [r for r in records if isinstance(r, PromptRecord)]
+    if not prompts:
+        return records
+    params = GenerationParams(max_new_tokens=options.max_new_tokens, temperature=options.teacher_temperature, seed=options.seed)
+    answers, asked = teacher_responses(
+        lambda: _teacher_generator(context), _teacher_ref(context), [r.prompt for r in prompts], params,
+        _cache_path(options, context),
+    )
+    context.state["teacher_calls"] = context.state.get("teacher_calls", 0) + asked
+    by_id = {id(r): a for r, a in zip(prompts, answers)}
+    return [
+        ChatRecord(r.prompt + [{"role": "assistant", "content": by_id[id(r)]}], r.source) if id(r) in by_id else r
+        for r in records
+    ]
+
+
+def prepare(records: list, tokenizer: Any, options: Options, context: Any) -> list[dict]:
+    return sft.prepare(answer_prompts(records, options, context), tokenizer, options, context)
+
+
+def collate(rows: list[list[dict]], options: Options, pad_id: int) -> dict:
+    return sft.collate(rows, options, pad_id)
+
+
+def setup(model: nn.Module, context: Any) -> None:
+    """Load the frozen teacher for the logit loss (reusing the generation teacher when local)."""
+    if context.options.loss != "logit" or "teacher" in context.state:
+        return
+    generator = context.state.get("teacher_generator")
+    teacher = getattr(generator, "model", None)
+    if teacher is None:
+        from attune.models import load_model
+
+        teacher = load_model(_teacher_ref(context), device=str(context.device)).model
+    set_teacher(model, teacher, context)
+
+
+def set_teacher(model: nn.Module, teacher: nn.Module, context: Any) -> None:
+    """Freeze `teacher` and check it shares the student's vocabulary (the logit loss compares rows)."""
+    teacher = teacher.to(context.device).float().eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    vs = unwrap(model).get_output_embeddings().weight.shape[0]
+    vt = unwrap(teacher).get_output_embeddings().weight.shape[0]
+    if vs != vt:
+        raise AttuneError(
+            f"logit distillation needs a shared vocabulary: the student's head has {vs} rows, the teacher's {vt}; "
+            "use `loss: sequence` for teachers with another tokenizer"
+        )
+    context.state["teacher"] = teacher
+
+
+def divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, beta: float, temperature: float = 1.0) -> torch.Tensor:
+    """Per-token generalised JSD (N,) between two (N, V) logit matrices, as in GKD / TRL."""
+    s = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    if beta == 0:
+        return (t.exp() * (t - s)).sum(-1)
+    if beta == 1:
+        return (s.exp() * (s - t)).sum(-1)
+    m = torch.logsumexp(torch.stack([s + math.log(1 - beta), t + math.log(beta)]), dim=0)
+    return beta * (t.exp() * (t - m)).sum(-1) + (1 - beta) * (s.exp() * (s - m)).sum(-1)
+
+
+def _chunk_divergence(
+    head_s: nn.Module, hs: torch.Tensor, head_t: nn.Module, ht: torch.Tensor, beta: float, temperature: float
+) -> torch.Tensor:
+    with torch.no_grad():
+        teacher_logits = head_t(ht)
+    return divergence(head_s(hs), teacher_logits, beta, temperature).sum()
+
+
+def logit_loss_sum(
+    student: nn.Module, teacher: nn.Module, batch: dict, beta: float, temperature: float, chunk: int
+) -> tuple[torch.Tensor, int]:
+    """(sum of per-token divergences over supervised positions, their count).
+
+    Position t is scored where labels[t+1] is supervised and in the same document (packed rows
+    restart position ids): the distribution that predicts it.
+    Both heads run only on those rows, in chunks recomputed in backward.
+    """
+    ids, labels = batch["input_ids"], batch["labels"]
+    mask, pos = batch.get("attention_mask"), batch.get("position_ids")
+    keep = labels[:, 1:] != IGNORE
+    if pos is not None:  # in a packed row, a document's first token is not predicted by the one before
+        keep &= pos[:, 1:] != 0
+    flat = keep.reshape(-1).nonzero().squeeze(-1)
+    hs = final_hidden(student, ids, mask, pos)
+    if flat.numel() == 0:
+        return hs.sum() * 0.0, 0
+    with torch.no_grad():
+        ht = final_hidden(teacher, ids, mask, pos)
+    width = hs.shape[-1]
+    hs = hs[:, :-1].reshape(-1, width).index_select(0, flat)
+    ht = ht[:, :-1].reshape(-1, ht.shape[-1]).index_select(0, flat)
+    head_s, head_t = unwrap(student).get_output_embeddings(), unwrap(teacher).get_output_embeddings()
+    total = hs.new_zeros((), dtype=torch.float32)
+    for s in range(0, hs.shape[0], chunk):
+        total = total + torch.utils.checkpoint.checkpoint(
+            _chunk_divergence, head_s, hs[s : s + chunk], head_t, ht[s : s + chunk], beta, temperature,
+            use_reentrant=False,
+        )
+    return total, int(flat.numel())
+
+
+def loss(model: nn.Module, batch: dict, context: Any) -> tuple[torch.Tensor, dict[str, float]]:
+    opts = context.options
+    if opts.loss == "sequence":
+        return sft.loss(model, batch, context)
+    total, n = logit_loss_sum(model, context.state["teacher"], batch, opts.beta, opts.temperature, opts.loss_chunk_tokens)
+    kd = total / max(n, 1)
+    if opts.ce_weight == 0:
+        return kd, {"kd_loss": float(kd.detach())}
+    ce_sum, m = lm_loss_sum(
+        model, batch["input_ids"], batch["labels"], attention_mask=batch.get("attention_mask"),
+        position_ids=batch.get("position_ids"), chunk=opts.loss_chunk_tokens,
+    )
+    ce = ce_sum / max(m, 1)
+    return kd + opts.ce_weight * ce, {"kd_loss": float(kd.detach()), "ce_loss": float(ce.detach())}
+
+
+def save(model: nn.Module, out_dir: Path, context: Any) -> None:
+    """distill.json: how many prompts this run sent to the teacher (0 when the cache had them all)."""
+    import json
+
+    info = {"teacher": _teacher_ref(context), "loss": context.options.loss, "teacher_calls": context.state.get("teacher_calls", 0)}
+    if context.state.get("teacher_calls") is not None or "teacher_generator" in context.state:
+        info["cache"] = str(_cache_path(context.options, context))
+    (out_dir / "distill.json").write_text(json.dumps(info, indent=2))
