@@ -2,7 +2,7 @@
 
 Accepted shapes (one JSON object per record):
   chat         {"messages": [{"role": "user", "content": "..."}, {"role": "assistant", ...}]}
-  sharegpt     {"conversations": [{"from": "human", "value": "..."}, {"from": "gpt", ...}]}   -> chat
+               or ShareGPT {"conversations": [{"from": "human", "value": "..."}, {"from": "gpt", ...}]}
   instruction  {"instruction": "...", "input": "...", "output": "..."}  (alpaca)               -> chat
   completion   {"prompt": "...", "completion": "..."}
   preference   {"prompt": "..." | [messages], "chosen": "..." | [messages], "rejected": ...}
@@ -17,6 +17,7 @@ from typing import Any
 from attune.data.records import (
     ChatRecord,
     CompletionRecord,
+    DataError,
     Message,
     PreferenceRecord,
     Problem,
@@ -25,18 +26,15 @@ from attune.data.records import (
     TextRecord,
 )
 
-FORMATS = ("chat", "sharegpt", "instruction", "completion", "preference", "prompt", "text")
+FORMATS = ("chat", "instruction", "completion", "preference", "prompt", "text")
 _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 _ROLES = ("system", "user", "assistant")
 
 
-def detect_format(row: dict[str, Any], text_field: str = "text") -> str | None:
-    """The format a row's fields imply, or None when they fit none."""
+def _guess(row: dict[str, Any], text_field: str) -> str | None:
     keys = set(row)
-    if "messages" in keys:
+    if "messages" in keys or "conversations" in keys:
         return "chat"
-    if "conversations" in keys:
-        return "sharegpt"
     if {"chosen", "rejected"} & keys:
         return "preference"
     if "instruction" in keys:
@@ -48,6 +46,23 @@ def detect_format(row: dict[str, Any], text_field: str = "text") -> str | None:
     if text_field in keys:
         return "text"
     return None
+
+
+def detect_format(row: dict[str, Any], text_field: str = "text", source: str = "") -> str:
+    """The format a row's fields imply: chat, instruction, completion, preference, prompt or text.
+
+    Raises `DataError` (naming `source`, the row's "path:line") when the fields fit none.
+    """
+    fmt = _guess(row, text_field) if isinstance(row, dict) else None
+    if fmt is None:
+        fields = sorted(row) if isinstance(row, dict) else type(row).__name__
+        raise DataError([Problem(
+            source or "record", "",
+            f"cannot tell the format from fields {fields}; expected messages, conversations, "
+            f"instruction/output, prompt/completion, prompt/chosen/rejected, prompt or {text_field} "
+            "(or set format:)",
+        )])
+    return fmt
 
 
 class _Faults(list):
@@ -147,11 +162,11 @@ def convert(row: dict[str, Any], fmt: str, source: str, text_field: str = "text"
     """Turn one row into a record of format `fmt`; returns (record or None, problems)."""
     faults = _Faults()
     record: Record | None = None
-    if fmt == "chat":
-        record = _chat(_messages(row.get("messages"), "messages", source, faults), "messages", source, faults)
-    elif fmt == "sharegpt":
+    if fmt == "chat" and "messages" not in row and "conversations" in row:
         msgs = _messages(row.get("conversations"), "conversations", source, faults, roles=_SHAREGPT_ROLES)
         record = _chat(msgs, "conversations", source, faults)
+    elif fmt == "chat":
+        record = _chat(_messages(row.get("messages"), "messages", source, faults), "messages", source, faults)
     elif fmt == "instruction":
         instruction = _text(row, "instruction", source, faults)
         extra = _text(row, "input", source, faults, required=False, empty_ok=True)
@@ -190,7 +205,3 @@ def convert(row: dict[str, Any], fmt: str, source: str, text_field: str = "text"
         raise ValueError(f"unknown format {fmt!r}")
     return (record if not faults else None), list(faults)
 
-
-def canonical_format(fmt: str) -> str:
-    """The record kind a format produces."""
-    return {"sharegpt": "chat", "instruction": "chat"}.get(fmt, fmt)

@@ -2,12 +2,13 @@
 
 Malformed input (bad JSON, missing or mistyped fields) raises `DataError` listing every problem
 before any training starts. Faults training can survive (an empty reply, chosen == rejected) drop
-the record with one warning that counts them.
+the record with one warning to stderr that counts them.
 """
 
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,13 +16,13 @@ from typing import TYPE_CHECKING
 from attune.data.formats import FORMATS, convert, detect_format
 from attune.data.readers import iter_rows
 from attune.data.records import DataError, Problem, Record, TextRecord
-from attune.errors import AttuneError
+from attune.errors import AttuneError, unknown
 
 if TYPE_CHECKING:
     from attune.recipe import DataSource
 
 
-def _resolve(source: "DataSource | str | Path", format: str, base_dir: Path | None, limit: int | None):
+def _resolve(source: DataSource | str | Path, format: str, base_dir: Path | None, limit: int | None):
     from attune.builtin import resolve_path
 
     if isinstance(source, (str, Path)):
@@ -33,10 +34,14 @@ def _resolve(source: "DataSource | str | Path", format: str, base_dir: Path | No
 def iter_checked(
     path: Path, format: str = "auto", text_field: str = "text", text_split: str = "file"
 ) -> Iterator[tuple[Record | None, list[Problem]]]:
-    """Every row as (record, problems); never raises for bad rows (used by `data check`)."""
+    """Every row as (record, problems); never raises for bad rows (used by `data check`).
+
+    With format "auto" the format is detected from the first row whose fields fit one, then
+    applied to every row, so a stray row of another shape is reported by its missing fields.
+    """
+    if format != "auto" and format not in FORMATS:
+        raise unknown("data format", format, ("auto", *FORMATS))
     fmt = None if format == "auto" else format
-    if fmt is not None and fmt not in FORMATS:
-        raise AttuneError(f"unknown data format {format!r}; known: {', '.join(FORMATS)}")
     for source, row in iter_rows(path):
         if isinstance(row, Problem):
             yield None, [row]
@@ -46,12 +51,10 @@ def iter_checked(
                 yield TextRecord(block, source if text_split == "file" else f"{source}#block{i + 1}"), []
             continue
         if fmt is None:
-            fmt = detect_format(row, text_field)
-            if fmt is None:
-                yield None, [Problem(source, "", f"cannot tell the format from fields {sorted(row)}; expected one of "
-                                      "messages, conversations, instruction/output, prompt/completion, "
-                                      f"prompt/chosen/rejected, prompt, {text_field}")]
-                fmt = None
+            try:
+                fmt = detect_format(row, text_field, source)
+            except DataError as exc:
+                yield None, exc.problems
                 continue
         yield convert(row, fmt, source, text_field)
 
@@ -62,27 +65,44 @@ def _blocks(text: str, split: str) -> list[str]:
     return [text] if text.strip() else []
 
 
+def _warn_dropped(path: Path, dropped: list[Problem]) -> None:
+    if dropped:
+        reasons = Counter(p.message for p in dropped)
+        detail = ", ".join(f"{n} {why}" for why, n in reasons.items())
+        print(f"attune: {path}: dropped {len(dropped)} record(s): {detail} (see `attune data check`)", file=sys.stderr)
+
+
 def iter_records(
-    source: "DataSource | str | Path", *, format: str = "auto", base_dir: Path | None = None, limit: int | None = None
+    source: DataSource | str | Path, *, format: str = "auto", base_dir: Path | None = None, limit: int | None = None
 ) -> Iterator[Record]:
-    """Stream records; raises `DataError` at the first hard fault (use `load_records` for all of them)."""
+    """Stream records one row at a time (constant memory, for corpora bigger than RAM).
+
+    Raises `DataError` at the first malformed row (use `load_records` or `attune data check`
+    to see all of them); droppable rows are skipped and counted in one warning at the end.
+    """
     path, fmt, text_field, limit, split = _resolve(source, format, base_dir, limit)
     n = 0
+    dropped: list[Problem] = []
     for record, problems in iter_checked(path, fmt, text_field, split):
         hard = [p for p in problems if not p.droppable]
         if hard:
             raise DataError(hard)
+        dropped += problems
         if record is not None:
             yield record
             n += 1
             if limit and n >= limit:
-                return
+                break
+    _warn_dropped(path, dropped)
 
 
 def load_records(
-    source: "DataSource | str | Path", *, format: str = "auto", base_dir: Path | None = None, limit: int | None = None
+    source: DataSource | str | Path, *, format: str = "auto", base_dir: Path | None = None, limit: int | None = None
 ) -> list[Record]:
-    """Every record of a source; all hard faults are reported together, droppable ones counted."""
+    """Every record of a source (or the first `limit`); all hard faults are reported together.
+
+    Rows after the first `limit` usable records are not read, so they are not checked either.
+    """
     path, fmt, text_field, limit, split = _resolve(source, format, base_dir, limit)
     records: list[Record] = []
     hard: list[Problem] = []
@@ -90,18 +110,13 @@ def load_records(
     for record, problems in iter_checked(path, fmt, text_field, split):
         hard += [p for p in problems if not p.droppable]
         dropped += [p for p in problems if p.droppable]
-        if record is not None and (not limit or len(records) < limit):
+        if record is not None:
             records.append(record)
+            if limit and len(records) >= limit:
+                break
     if hard:
         raise DataError(hard)
-    if dropped:
-        reasons: dict[str, int] = {}
-        for p in dropped:
-            reasons[p.message] = reasons.get(p.message, 0) + 1
-        detail = ", ".join(f"{n} {why}" for why, n in reasons.items())
-        print(f"attune: {path}: dropped {len(dropped)} record(s): {detail} (see `attune data check`)", file=sys.stderr)
+    _warn_dropped(path, dropped)
     if not records:
         raise AttuneError(f"{path}: no usable records")
     return records
-
-

@@ -1,11 +1,12 @@
 """Records -> token ids and labels: chat templates and loss masks.
 
 Assistant spans are found generically, not by hard-coding any template: the conversation is
-rendered with the tokenizer's chat template, each assistant turn's character span is the text
-between "everything before it + generation prompt" and "everything up to and including it"
-(so the span holds the reply and the template's end-of-turn marker, which teaches the model to
-stop), and the text is tokenized piece by piece, cut at those span edges. Tokenizers without
-a chat template use a plain "User:/Assistant:" fallback with EOS after each reply.
+rendered with the tokenizer's chat template, and each assistant turn's character span is the
+text between "everything before it + generation prompt" and "everything up to and including
+it" (so the span holds the reply and the template's end-of-turn marker, which teaches the model
+to stop; whitespace after the marker is left out). The text is tokenized piece by piece, cut at
+those span edges. Tokenizers without a chat template use a plain "User:/Assistant:" fallback
+with EOS after each reply.
 """
 
 from __future__ import annotations
@@ -67,7 +68,9 @@ def _assistant_spans(tokenizer: Any, messages: list[Message], supervise: Supervi
                 "this chat template does not render conversations prefix-consistently; "
                 "use supervise: all or a completion-format dataset"
             )
-        spans.append((start, len(upto)))
+        # The reply and its end-of-turn marker; whitespace the template puts after the marker
+        # (ChatML's and Gemma's "\n") is never generated, so it carries no loss.
+        spans.append((start, max(start, len(upto.rstrip()))))
     return full, spans
 
 
@@ -98,17 +101,21 @@ def _plain_ids(tokenizer: Any, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+def _eos(tokenizer: Any) -> list[int]:
+    return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+
+
 def encode_completion(tokenizer: Any, prompt: str, completion: str, *, max_length: int) -> Encoded:
     """Raw prompt + completion + EOS; loss on the completion and EOS only."""
     p = _plain_ids(tokenizer, prompt) if prompt else []
-    c = _plain_ids(tokenizer, completion) + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
+    c = _plain_ids(tokenizer, completion) + _eos(tokenizer)
     ids, labels = p + c, [IGNORE] * len(p) + c
     return Encoded(ids[:max_length], labels[:max_length], len(ids) > max_length)
 
 
 def encode_text(tokenizer: Any, text: str, *, max_length: int) -> Encoded:
     """Raw text + EOS, every token supervised (continued pretraining, perplexity)."""
-    ids = _plain_ids(tokenizer, text) + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
+    ids = _plain_ids(tokenizer, text) + _eos(tokenizer)
     return Encoded(ids[:max_length], list(ids[:max_length]), len(ids) > max_length)
 
 
@@ -131,8 +138,8 @@ def encode_prompt(tokenizer: Any, messages: list[Message]) -> list[int]:
 def _reply_ids(tokenizer: Any, prompt: list[Message], prompt_text: str, reply: str) -> list[int]:
     full = render_chat(tokenizer, prompt + [{"role": "assistant", "content": reply}])
     if full.startswith(prompt_text):
-        return _plain_ids(tokenizer, full[len(prompt_text) :])
-    return _plain_ids(tokenizer, reply) + [tokenizer.eos_token_id]
+        return _plain_ids(tokenizer, full[len(prompt_text) :].rstrip())
+    return _plain_ids(tokenizer, reply) + _eos(tokenizer)
 
 
 def encode_preference(tokenizer: Any, record: PreferenceRecord, *, max_length: int) -> EncodedPreference:
