@@ -4,7 +4,8 @@
 
 Each shape runs in its own process (fresh peak RSS) on the builtin SmolLM2-135M-Instruct with
 LoRA r=16 all-linear: the same 3072 tokens as 3 rows x 1024 (packed, 4 examples per row), as
-6 x 512 (packed, 2 per row) and as 12 x 256 (one example per row: plain causal attention).
+6 x 512 (packed, 2 per row), as 12 x 256 (one example per row: plain causal attention), and as
+3 x 1024 packed with attune's per-example causal attention (`attune.train.attention`).
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import subprocess
 import sys
 import time
 
-SHAPES = [(3, 1024), (6, 512), (12, 256)]
+SHAPES = [(3, 1024, 0), (6, 512, 0), (12, 256, 0), (3, 1024, 1)]  # last: attune's per-example kernel
 
 
-def child(rows: int, width: int, segment: int) -> None:
+def child(rows: int, width: int, segment: int, kernel: int) -> None:
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -29,22 +30,29 @@ def child(rows: int, width: int, segment: int) -> None:
                            LoraConfig(r=16, lora_alpha=32, target_modules="all-linear"))
     ids = torch.randint(3, 40000, (rows, width), generator=torch.Generator().manual_seed(0))
     positions = torch.arange(width).remainder(segment).repeat(rows, 1)
+    from contextlib import nullcontext
+
+    from attune.train.attention import packed_attention
+
     start = time.perf_counter()
-    for _ in range(2):
-        total, n = lm_loss_sum(model, ids, ids, position_ids=positions)
-        (total / n).backward()
+    with packed_attention(model) if kernel else nullcontext():
+        for _ in range(2):
+            total, n = lm_loss_sum(model, ids, ids, position_ids=positions)
+            (total / n).backward()
     seconds = (time.perf_counter() - start) / 2
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"{rows:2d} rows x {width:4d} (examples of {segment}): {rows * width / seconds:6.1f} tok/s  peak RSS {rss:6.0f} MB")
+    how = "per-example causal kernel" if kernel else "SDPA + block-diagonal mask" if width > segment else "plain causal"
+    print(f"{rows:2d} rows x {width:4d} (examples of {segment}), {how:26s}: {rows * width / seconds:6.1f} tok/s  peak RSS {rss:6.0f} MB")
 
 
 def main() -> None:
-    if len(sys.argv) == 4:
+    if len(sys.argv) == 5:
         child(*map(int, sys.argv[1:]))
         return
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    for rows, width in SHAPES:
-        out = subprocess.run([sys.executable, __file__, str(rows), str(width), "256"], env=env, capture_output=True, text=True)
+    for rows, width, kernel in SHAPES:
+        args = [sys.executable, __file__, str(rows), str(width), "256", str(kernel)]
+        out = subprocess.run(args, env=env, capture_output=True, text=True)
         print(out.stdout.strip().splitlines()[-1] if out.returncode == 0 else out.stderr[-2000:])
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from attune.errors import AttuneError
+from attune.train.attention import packed_attention
 from attune.train.batching import plan_epoch
 from attune.train.checkpoint import TrainState, list_checkpoints, load_checkpoint, save_checkpoint
 from attune.train.context import ObjectiveContext
@@ -173,8 +174,13 @@ def train_loop(
     *,
     resume: bool = False,
     show_progress: bool = True,
+    val_tasks: dict[str, list[dict]] | None = None,
 ) -> LoopResult:
-    """Train `model` in place with `objective`; checkpoints and logs go under `out_dir`."""
+    """Train `model` in place with `objective`; checkpoints and logs go under `out_dir`.
+
+    `examples` may be a stream (`attune.train.streaming.RowStream`, anything with `.plan`);
+    `val_tasks` (task name -> validation examples) adds `eval_loss/<task>` to every eval.
+    """
     acc = context.accelerator
     opts = context.options
     pad_id = context.tokenizer.pad_token_id
@@ -184,7 +190,7 @@ def train_loop(
         context.options = opts
     online = hasattr(objective, "expand")
     per_step = (1 if online else opts.grad_accum) * acc.num_processes
-    plan = _Plan(examples, opts, packable, per_step)
+    plan = examples.plan(opts, per_step) if hasattr(examples, "plan") else _Plan(examples, opts, packable, per_step)
     steps_per_epoch = plan.per_epoch // per_step
     total_steps = opts.max_steps or max(1, math.ceil(opts.epochs * steps_per_epoch))
     eval_every = opts.eval_every or steps_per_epoch
@@ -197,6 +203,12 @@ def train_loop(
     val_batches = [
         _collate(objective, [[val_examples[j] for j in row] for row in mb], opts, pad_id) for mb in val_plan
     ]
+    task_batches = {
+        name: [_collate(objective, [[exs[j] for j in row] for row in mb], opts, pad_id) for mb in plan_epoch(
+            [ex["num_tokens"] for ex in exs], batch_tokens=opts.batch_tokens, max_length=opts.max_length,
+            packing=packable, seed=0)]
+        for name, exs in (val_tasks or {}).items() if exs
+    }
 
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -229,6 +241,9 @@ def train_loop(
     last_eval: float | None = None
     stopped_early = False
     last_ckpt = list_checkpoints(ckpt_root)[-1] if list_checkpoints(ckpt_root) else None
+    scope = ExitStack()
+    if packable:
+        scope.enter_context(packed_attention(raw_model))
     try:
         for step in range(state.step, total_steps):
             t0 = time.perf_counter()
@@ -270,6 +285,8 @@ def train_loop(
             }
             if state.step % eval_every == 0 or state.step == total_steps:
                 ev = evaluate_loss(model, objective, val_batches, context)
+                for name, batches in task_batches.items():
+                    ev[f"eval_loss/{name}"] = evaluate_loss(model, objective, batches, context)["eval_loss"]
                 row.update(ev)
                 if "eval_loss" in ev:
                     last_eval = ev["eval_loss"]
@@ -284,6 +301,7 @@ def train_loop(
             if stopped_early:
                 break
     finally:
+        scope.close()
         progress.close()
         log.close()
     return LoopResult(
