@@ -96,4 +96,4 @@ def test_task_bad_input_errors(tmp_path):
 
 def test_builtin_tickets_task_loads():
     task = load_task("builtin:tickets")
-    assert len(task.examples) == 60 and json.loads(task.examples[0]["reference"])["category"]
+    assert len(task.examples) == 80 and json.loads(task.examples[0]["reference"])["category"]
