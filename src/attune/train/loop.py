@@ -210,6 +210,10 @@ def train_loop(
         for name, exs in (val_tasks or {}).items() if exs
     }
 
+    if hasattr(objective, "USES_REFERENCE") and objective.USES_REFERENCE:
+        context.prepare_reference(model)
+    if hasattr(objective, "setup"):  # before the optimizer: setup may add trainable heads (reward, value)
+        objective.setup(model, context)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise AttuneError("nothing to train: the adapter left no trainable parameters")
@@ -219,10 +223,6 @@ def train_loop(
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if hasattr(model, "enable_input_require_grads"):
             model.enable_input_require_grads()
-    if hasattr(objective, "USES_REFERENCE") and objective.USES_REFERENCE:
-        context.prepare_reference(model)
-    if hasattr(objective, "setup"):
-        objective.setup(model, context)
     # The scheduler is stepped by hand: accelerate's wrapper would step it once per process.
     model, optimizer = acc.prepare(model, optimizer)
     raw_model = acc.unwrap_model(model)
