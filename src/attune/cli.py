@@ -35,11 +35,14 @@ def _register() -> None:
     from attune.train import commands as train_commands
 
     app.add_typer(data_app, name="data")
+    app.add_typer(__import__("attune.rag.commands", fromlist=["app"]).app, name="rag")
     app.command("eval")(eval_commands.eval_command)
     app.command("compare")(eval_commands.compare_command)
 
     app.command("train")(train_commands.train)
     app.command("export")(train_commands.export)
+    app.command("serve")(__import__("attune.serve.commands", fromlist=["serve"]).serve)
+    app.command("advise")(__import__("attune.advise.commands", fromlist=["advise_command"]).advise_command)
 
 
 _register()

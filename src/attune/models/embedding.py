@@ -58,7 +58,9 @@ def _model_source(name: str) -> str:
 def load_embedder(name: str = BUILTIN_MINILM) -> Embedder:
     """Load an embedder once per process: `builtin:minilm`, a local sentence-transformers dir, or a cached hub name."""
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a per-tensor bar on every load is noise
     source = _model_source(name)
     try:
         model = SentenceTransformer(source, device="cpu")
