@@ -1,0 +1,197 @@
+"""`--evidence RECIPE`: measure the top recommendations on the user's own held-out data.
+
+The user's recipe supplies the model, the data (a stage per objective it has data for: `sft`
+labelled examples, `cpt` a corpus, `dpo` pairs, ...), the held-out tasks and the forgetting
+probe. Each of the advisor's top methods becomes a `compare` candidate: a prompting strategy,
+or a stage copied from the recipe's stage of the matching objective with the method's adapter
+shape, trained from the base model (`start: base`, so candidates do not chain). Zero-shot is
+always measured as the baseline. `attune.evaluate.compare.run_compare` does the measuring.
+
+Re-ranking: utility = task score - weight x forgetting (probe drop vs the base; the weight
+follows the user's forgetting tolerance). Two candidates whose utilities differ by less than
+one standard error of the difference (sqrt(se1^2 + se2^2), se = sqrt(p(1-p)/n) over the n
+held-out examples) are a tie, and a tie goes to the cheaper one (training seconds, then prompt
+tokens per query). The verdict says whether the rules' first choice was confirmed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from attune.advise.rules import Advice
+from attune.errors import AttuneError
+from attune.recipe import Recipe, parse_recipe
+
+FORGETTING_WEIGHT = {"low": 2.0, "medium": 1.0, "high": 0.25}
+FULL_FT_LR = 1e-5  # full fine-tuning wants ~10x below LoRA's 2e-4 (Biderman et al. 2024 sweep 1e-5..2e-5)
+ADAPTER_OF = {"lora": "lora", "multi-lora": "lora", "rag+lora": "lora", "qlora": "qlora", "full-ft": "full", "peft-small": "ia3"}
+OBJECTIVE_OF = {"cpt-replay": "cpt", "dpo": "dpo", "rm-ppo": "ppo", "distill": "distill"}
+
+
+@dataclass
+class Measured:
+    method: str
+    rule_rank: int | None  # 1-based rank from the rules; None for the baseline added here
+    score: float
+    forgetting: float | None
+    utility: float
+    se: float
+    cost: dict[str, Any]
+    evidence_rank: int = 0
+
+
+@dataclass
+class Evidence:
+    run_dir: Path
+    measured: list[Measured]  # evidence order
+    skipped: dict[str, str] = field(default_factory=dict)  # method -> why it was not measured
+    verdict: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_dir": str(self.run_dir), "verdict": self.verdict, "skipped": self.skipped,
+                "measured": [m.__dict__ for m in self.measured]}
+
+
+def _stage_of(recipe: Recipe, objective: str):
+    return next((s for s in recipe.stages if s.objective == objective), None)
+
+
+def _rag_index(recipe: Recipe) -> str | None:
+    given = next((c.index for c in recipe.compare if c.strategy == "rag" and c.index), None)
+    if given:
+        return given
+    cpt = _stage_of(recipe, "cpt")
+    return cpt.sources[0].path if cpt and cpt.sources else None
+
+
+def _adapter(method: str, template: dict[str, Any] | None) -> dict[str, Any]:
+    kind = ADAPTER_OF[method]
+    if template and template.get("type") in ("lora", "qlora", "dora") and kind in ("lora", "qlora"):
+        keep = {k: v for k, v in template.items() if k in ("r", "alpha", "targets", "rslora")}
+        return {"type": kind, **keep}
+    return {"type": kind}
+
+
+def candidate_for(method: str, recipe: Recipe) -> tuple[dict[str, Any] | None, dict[str, Any] | None, str]:
+    """(stage to train or None, compare candidate, why not measurable when the candidate is None)."""
+    from attune.train.objectives import OBJECTIVES
+
+    if method == "zero-shot":
+        return None, {"name": method, "strategy": "zero-shot"}, ""
+    if method == "few-shot":
+        sft = _stage_of(recipe, "sft")
+        pool = sft.sources[0].path if sft and sft.sources else None
+        if pool is None:
+            return None, None, "the recipe has no sft stage whose data could be the example pool"
+        return None, {"name": method, "strategy": "few-shot", "k": 4, "selection": "similarity", "pool": pool}, ""
+    needs_rag = method in ("rag", "rag+lora")
+    if needs_rag and importlib.util.find_spec("attune.rag") is None:
+        return None, None, "the rag strategy is not installed in this build"
+    index = _rag_index(recipe) if needs_rag else None
+    if needs_rag and index is None:
+        return None, None, "the recipe names no documents (a `rag` candidate's index or a cpt stage's data)"
+    if method == "rag":
+        return None, {"name": method, "strategy": "rag", "index": index}, ""
+    objective = OBJECTIVE_OF.get(method, "sft")
+    if objective not in OBJECTIVES:
+        return None, None, f"objective {objective!r} is not available in this build"
+    template = _stage_of(recipe, objective)
+    if template is None:
+        return None, None, f"the recipe has no {objective} stage to take the data from"
+    stage = template.model_dump(mode="json", exclude_none=True)
+    stage.update(name=f"advise-{method}".replace("+", "-"), start="base")
+    if method in ADAPTER_OF:
+        stage["adapter"] = _adapter(method, stage.get("adapter"))
+        if ADAPTER_OF[method] == "full" and (template.adapter is None or template.adapter.type != "full"):
+            stage["train"] = {**stage.get("train", {}), "lr": FULL_FT_LR}
+    cand: dict[str, Any] = {"name": method, "stage": stage["name"]}
+    if method == "rag+lora":
+        cand.update(strategy="rag", index=index)
+    return stage, cand, ""
+
+
+def evidence_recipe(advice: Advice, recipe: Recipe, top: int, max_examples: int | None) -> tuple[Recipe, dict[str, str], list[str]]:
+    """The compare recipe for the top `top` measurable options (+ the zero-shot baseline)."""
+    stages, candidates, skipped, methods = [], [], {}, []
+    for opt in advice.ranked:
+        if len(methods) >= top:
+            break
+        stage, cand, why = candidate_for(opt.method.id, recipe)
+        if cand is None:
+            skipped[opt.method.id] = why
+            continue
+        methods.append(opt.method.id)
+        candidates.append(cand)
+        if stage:
+            stages.append(stage)
+    if "zero-shot" not in methods:
+        methods.append("zero-shot")
+        candidates.insert(0, {"name": "zero-shot", "strategy": "zero-shot"})
+    if recipe.evaluate is None or not recipe.evaluate.tasks:
+        raise AttuneError(f"--evidence {recipe.name}: the recipe needs `evaluate: {{tasks: [...]}}` (your held-out data)")
+    evaluate = recipe.evaluate.model_dump(mode="json")
+    if max_examples:
+        evaluate["max_examples"] = max_examples
+    data = {"name": f"{recipe.name}-advise", "model": recipe.model, "seed": recipe.seed, "output_dir": recipe.output_dir,
+            "stages": stages, "evaluate": evaluate, "compare": candidates}
+    return parse_recipe(data, base_dir=recipe.base_dir, source=f"advise evidence for {recipe.name}"), skipped, methods
+
+
+def _se(score: float, n: int) -> float:
+    p = min(max(score, 0.0), 1.0)
+    return math.sqrt(p * (1 - p) / max(n, 1))
+
+
+def rerank(measured: list[Measured]) -> list[Measured]:
+    """Best utility first; a statistical tie goes to the cheaper candidate (see the module docstring)."""
+    left, order = list(measured), []
+    while left:
+        best = max(left, key=lambda m: m.utility)
+        ties = [m for m in left if best.utility - m.utility <= math.sqrt(best.se ** 2 + m.se ** 2)]
+        pick = min(ties, key=lambda m: (m.cost.get("train_seconds") or 0, m.cost.get("prompt_tokens_per_query") or 0,
+                                        -m.utility))
+        order.append(pick)
+        left.remove(pick)
+    for i, m in enumerate(order, 1):
+        m.evidence_rank = i
+    return order
+
+
+def verdict(advice: Advice, order: list[Measured]) -> str:
+    rules_first = next((m for m in sorted(order, key=lambda m: m.rule_rank or 10**6) if m.rule_rank), None)
+    winner = order[0]
+    if rules_first is None:
+        return "nothing the rules recommended could be measured"
+    if winner.method == rules_first.method:
+        return (f"confirmed: the evidence ranks {winner.method} first, as the rules did "
+                f"(score {winner.score:.3f}, utility {winner.utility:.3f})")
+    return (f"overturned: the rules put {rules_first.method} first, the evidence puts {winner.method} first "
+            f"(utility {winner.utility:.3f} vs {rules_first.utility:.3f}"
+            + ("; a statistical tie, decided by cost" if winner.utility < rules_first.utility else "") + ")")
+
+
+def run_evidence(advice: Advice, recipe: Recipe, *, top: int = 3, max_examples: int | None = None) -> Evidence:
+    """Train and score the top candidates, re-rank them, and write advice-evidence.json into the run."""
+    from attune.evaluate.compare import run_compare
+    from attune.evaluate.report import forgetting
+
+    compare_recipe, skipped, methods = evidence_recipe(advice, recipe, top, max_examples)
+    result = run_compare(compare_recipe)
+    rule_rank = {o.method.id: i for i, o in enumerate(advice.ranked, 1)}
+    weight = FORGETTING_WEIGHT[advice.situation.forgetting_tolerance]
+    measured = []
+    for c in result.candidates:
+        n = sum(len(t.rows) for t in c.tasks) or 1
+        drop = forgetting(c, result.base_probe)
+        utility = c.score - weight * max(0.0, drop or 0.0)
+        measured.append(Measured(c.name, rule_rank.get(c.name), c.score, drop, utility, _se(c.score, n), c.cost))
+    order = rerank(measured)
+    ev = Evidence(result.run_dir, order, skipped, verdict(advice, order))
+    (Path(result.run_dir) / "advice-evidence.json").write_text(json.dumps(ev.to_dict(), indent=2, default=str))
+    return ev
+
