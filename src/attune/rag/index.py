@@ -152,6 +152,7 @@ def build_index(
     """Index the documents under `paths` into `index_dir` (created, or updated incrementally).
 
     `paths` is the whole corpus: documents no longer under them are removed from the index.
+    When nothing changed, the live version is kept as it is (nothing embedded, nothing written).
     `store` is `faiss` (embedded) or `pgvector[:URL]`. `progress(done, total)` is called per
     embedding batch. Unreadable documents are listed in the report's `skipped`, not raised.
     """
@@ -185,7 +186,11 @@ def build_index(
         report.changed = [d.doc for d in docs if d.doc in old_docs and d.doc not in reuse]
         report.removed = sorted(set(old_docs) - {d.doc for d in docs})
         report.unchanged = len(reuse)
-        _write_version(index_dir, docs, chunks, vectors, model, chunking, store, previous_dir)
+        kind, _, url = store.partition(":")
+        same_store = previous is not None and previous["store"]["kind"] == kind and previous["store"].get("url") == (url or None)
+        up_to_date = same_store and report.unchanged == len(docs) and not report.removed
+        if not up_to_date:
+            _write_version(index_dir, docs, chunks, vectors, model, chunking, store, previous_dir)
     report.seconds = time.perf_counter() - start
     return report
 
