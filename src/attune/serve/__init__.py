@@ -1,0 +1,10 @@
+"""Serving: an OpenAI-compatible API over a base model and many LoRA adapters (docs/serving.md).
+
+`attune serve` is `commands.serve`; in Python, `Server(ServeSettings(...))` + `create_app(server)`.
+Modules: settings, schemas, auth, engine (continuous batching), sampling, registry (adapters, LRU),
+combine (`mix:`), router (`route:`), server (state; `rag:`), app (HTTP), metrics, vllm (GPU backend).
+"""
+
+from attune.serve.settings import ServeSettings
+
+__all__ = ["ServeSettings"]

@@ -1,0 +1,301 @@
+"""The HTTP layer: OpenAI-compatible endpoints over a `Server`, with SSE streaming.
+
+    POST /v1/chat/completions   POST /v1/completions      GET /v1/models
+    GET  /v1/adapters           POST /v1/adapters (admin) DELETE /v1/adapters/{name} (admin)
+    GET  /health                GET  /metrics (Prometheus)
+
+Responses carry OpenAI's fields plus an `attune` object (which adapter answered, route scores)
+and, for `rag:` models, `citations`; clients that do not know these fields ignore them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import ValidationError
+
+from attune.errors import AttuneError
+from attune.serve.engine import Delta, Finished, QueueFull
+from attune.serve.errors import ServeError, error_body
+from attune.serve.schemas import AdapterLoad, ChatCompletionRequest, CompletionRequest
+from attune.serve.server import Running, Server
+
+log = logging.getLogger("attune.serve")
+
+
+def create_app(server: Server) -> FastAPI:
+    """A FastAPI app serving `server`; the engine starts and stops with the app."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        server.start()
+        try:
+            yield
+        finally:
+            server.stop()
+
+    app = FastAPI(title="attune", lifespan=lifespan, docs_url=None, redoc_url=None)
+
+    @app.exception_handler(ServeError)
+    async def _serve_error(request: Request, exc: ServeError) -> JSONResponse:
+        headers = {"Retry-After": str(server.engine.retry_after())} if exc.status == 429 else None
+        return JSONResponse(error_body(exc.status, str(exc), exc.param, exc.code), exc.status, headers=headers)
+
+    @app.exception_handler(QueueFull)
+    async def _queue_full(request: Request, exc: QueueFull) -> JSONResponse:
+        return JSONResponse(error_body(429, str(exc), code="queue_full"), 429, headers={"Retry-After": str(exc.retry_after)})
+
+    @app.exception_handler(AttuneError)
+    async def _attune_error(request: Request, exc: AttuneError) -> JSONResponse:
+        return JSONResponse(error_body(400, str(exc)), 400)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model": server.name, "active": server.engine.active, "waiting": server.engine.waiting}
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        server.auth.check(request.headers.get("authorization"))
+        return Response(server.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> dict[str, Any]:
+        server.auth.check(request.headers.get("authorization"))
+        now = int(time.time())
+        data = [{"object": "model", "created": now, "owned_by": "attune", **e} for e in server.model_names()]
+        return {"object": "list", "data": data}
+
+    @app.get("/v1/adapters")
+    async def list_adapters(request: Request) -> dict[str, Any]:
+        server.auth.check(request.headers.get("authorization"))
+        return {"resident": server.registry.resident, "max_resident": server.registry.max_resident,
+                "adapters": [e for e in server.model_names() if e["attune"]["kind"] == "adapter"]}
+
+    @app.post("/v1/adapters")
+    async def add_adapter(request: Request) -> dict[str, Any]:
+        from starlette.concurrency import run_in_threadpool
+
+        server.auth.check(request.headers.get("authorization"), admin=True)
+        body = _parse(AdapterLoad, await _read(request, server))
+        if body.name == server.name or body.name.startswith(("mix:", "route:", "rag:")):
+            raise ServeError(400, f"adapter name {body.name!r} is taken", "name")
+        info = await run_in_threadpool(server.registry.add, body.name, body.path, runtime=True, description=body.description)
+        log.info("adapter added name=%s rank=%d", info.name, info.rank)
+        return {"id": info.name, "object": "model", "parent": server.name, "rank": info.rank}
+
+    @app.delete("/v1/adapters/{name}")
+    async def delete_adapter(name: str, request: Request) -> dict[str, Any]:
+        from starlette.concurrency import run_in_threadpool
+
+        server.auth.check(request.headers.get("authorization"), admin=True)
+        await run_in_threadpool(server.registry.remove, name)
+        log.info("adapter removed name=%s", name)
+        return {"id": name, "object": "model", "deleted": True}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        server.auth.check(request.headers.get("authorization"))
+        body = _parse(ChatCompletionRequest, await _read(request, server))
+        try:
+            messages = body.chat()
+        except ValueError as exc:
+            raise ServeError(400, str(exc), "messages") from exc
+        query = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        return await _complete(server, request, body, messages, query, chat=True)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        server.auth.check(request.headers.get("authorization"))
+        body = _parse(CompletionRequest, await _read(request, server))
+        return await _complete(server, request, body, body.prompt, body.prompt, chat=False)
+
+    return app
+
+
+async def _read(request: Request, server: Server) -> bytes:
+    """The request body, refusing (413) more than --max-body-bytes without reading it all."""
+    limit = server.settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ServeError(413, f"request body is {declared} bytes; this server's limit is {limit} (--max-body-bytes)")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ServeError(413, f"request body exceeds this server's limit of {limit} bytes (--max-body-bytes)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse(model: type, raw: bytes):
+    """Validate a JSON body; errors name each bad field (422, as FastAPI would)."""
+    try:
+        return model.model_validate_json(raw or b"{}")
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
+        first = ".".join(map(str, exc.errors()[0]["loc"])) if exc.errors() else None
+        raise ServeError(422, f"invalid request: {problems}", first) from exc
+
+
+async def _complete(server: Server, request: Request, body, prompt, query: str, chat: bool) -> Response:
+    """Shared by both completion endpoints: resolve the model, apply limits, run, format."""
+    from starlette.concurrency import run_in_threadpool
+
+    started = time.monotonic()
+    rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
+    endpoint = "chat" if chat else "completions"
+    status, finish, usage = 200, "error", {"prompt_tokens": 0, "completion_tokens": 0}
+    params = body.params(0)
+    try:
+        target = await run_in_threadpool(server.resolve, body.model, query)
+        if target.kind == "rag":
+            server.prepare(prompt, body.requested_tokens(), params, target)  # the question itself must fit the limits
+            result, usage = await run_in_threadpool(server.grounded, target.info["index"], query, params)
+            usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+            finish = "stop"
+            extra = {"citations": [{"index": n, **p.to_dict()} for n, p in zip(result.citations, result.sources)],
+                     "attune": {**target.info, "abstained": result.abstained, "dropped_citations": result.dropped_citations,
+                                "retrieved": len(result.passages)}}
+            _log(server, rid, body.model, 200, usage, started, finish, prompt, result.answer)
+            if body.stream:
+                return _sse(_single_chunks(rid, body.model, chat, result.answer, usage, extra, body))
+            return JSONResponse(_response(rid, body.model, chat, result.answer, finish, usage, extra))
+        prepared = await run_in_threadpool(server.prepare, prompt, body.requested_tokens(), params, target)
+        extra = {"attune": target.info}
+        running = await server.submit(prepared)
+        if body.stream:
+            return _sse(_stream(server, running, rid, body, chat, extra, started, prompt))
+        text, finish, usage = await _collect(server, request, running)
+        if finish == "cancelled":
+            status = 499
+            return Response(status_code=499)
+        if finish == "error":
+            raise ServeError(500, "generation failed; see the server log")
+        _log(server, rid, body.model, 200, usage, started, finish, prompt, text)
+        return JSONResponse(_response(rid, body.model, chat, text, finish, usage, extra),
+                            headers={"x-attune-adapter": str(target.info.get("adapter") or server.name)})
+    except (ServeError, QueueFull) as exc:
+        status = getattr(exc, "status", 429)
+        _log(server, rid, body.model, status, usage, started, finish, prompt, None)
+        raise
+    finally:
+        server.metrics.requests.labels(endpoint, str(status)).inc()
+        if status == 200:
+            server.metrics.latency.labels(endpoint).observe(time.monotonic() - started)
+            server.engine.note_latency(time.monotonic() - started)
+
+
+async def _collect(server: Server, request: Request, running: Running) -> tuple[str, str, dict[str, int]]:
+    """Run to completion, watching for the client going away (then generation is cancelled)."""
+    import asyncio
+
+    text = ""
+    try:
+        while True:
+            try:  # waiting on the queue itself: a timed-out get() loses nothing
+                event = await asyncio.wait_for(running.queue.get(), timeout=0.5)
+            except TimeoutError:
+                if await request.is_disconnected():
+                    return text, "cancelled", {}
+                continue
+            if isinstance(event, Delta):
+                text += event.text
+            elif isinstance(event, Finished):
+                server.metrics.prompt_tokens.inc(event.prompt_tokens)
+                server.metrics.completion_tokens.inc(event.completion_tokens)
+                return text, event.reason, _usage(event)
+    finally:
+        running.request.cancel()  # no-op once finished
+
+
+async def _stream(server: Server, running: Running, rid: str, body, chat: bool, extra: dict, started: float,
+                  prompt) -> AsyncIterator[str]:
+    """SSE chunks as tokens arrive; ends with `data: [DONE]`. Closing the connection cancels generation."""
+    created = int(time.time())
+    text = ""
+    usage: dict[str, int] = {}
+    events = running.events()
+    try:
+        if chat:
+            yield _chunk(rid, body.model, created, chat, {"role": "assistant", "content": ""}, None, extra)
+        async for event in events:
+            if isinstance(event, Delta):
+                text += event.text
+                yield _chunk(rid, body.model, created, chat, {"content": event.text} if chat else event.text, None, None)
+            elif isinstance(event, Finished):
+                usage = _usage(event)
+                server.metrics.prompt_tokens.inc(event.prompt_tokens)
+                server.metrics.completion_tokens.inc(event.completion_tokens)
+                if event.reason == "error":
+                    yield f"data: {json.dumps(error_body(500, 'generation failed; see the server log'))}\n\n"
+                    break
+                yield _chunk(rid, body.model, created, chat, {} if chat else "", event.reason, extra if not chat else None)
+                if body.stream_options and body.stream_options.include_usage:
+                    yield _usage_chunk(rid, body.model, created, chat, usage)
+    finally:  # also runs when the client disconnects mid-stream: stop generating for it
+        running.request.cancel()
+        await events.aclose()
+    _log(server, rid, body.model, 200, usage, started, "stream", prompt, text)
+    yield "data: [DONE]\n\n"
+
+
+async def _single_chunks(rid: str, model: str, chat: bool, text: str, usage: dict, extra: dict, body) -> AsyncIterator[str]:
+    """A finished answer (RAG) as a stream: role, the whole text, the finish chunk, [DONE]."""
+    created = int(time.time())
+    if chat:
+        yield _chunk(rid, model, created, chat, {"role": "assistant", "content": ""}, None, None)
+    yield _chunk(rid, model, created, chat, {"content": text} if chat else text, None, None)
+    yield _chunk(rid, model, created, chat, {} if chat else "", "stop", extra)
+    if body.stream_options and body.stream_options.include_usage:
+        yield _usage_chunk(rid, model, created, chat, usage)
+    yield "data: [DONE]\n\n"
+
+
+def _sse(chunks: AsyncIterator[str]) -> StreamingResponse:
+    return StreamingResponse(chunks, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+def _chunk(rid: str, model: str, created: int, chat: bool, delta, finish: str | None, extra: dict | None) -> str:
+    if chat:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+        obj = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [choice]}
+    else:
+        choice = {"index": 0, "text": delta, "finish_reason": finish, "logprobs": None}
+        obj = {"id": rid, "object": "text_completion", "created": created, "model": model, "choices": [choice]}
+    return f"data: {json.dumps({**obj, **(extra or {})})}\n\n"
+
+
+def _usage_chunk(rid: str, model: str, created: int, chat: bool, usage: dict) -> str:
+    kind = "chat.completion.chunk" if chat else "text_completion"
+    return f"data: {json.dumps({'id': rid, 'object': kind, 'created': created, 'model': model, 'choices': [], 'usage': usage})}\n\n"
+
+
+def _response(rid: str, model: str, chat: bool, text: str, finish: str, usage: dict, extra: dict) -> dict:
+    if chat:
+        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish, "logprobs": None}
+        kind = "chat.completion"
+    else:
+        choice = {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
+        kind = "text_completion"
+    return {"id": rid, "object": kind, "created": int(time.time()), "model": model, "choices": [choice], "usage": usage, **extra}
+
+
+def _usage(event: Finished) -> dict[str, int]:
+    return {"prompt_tokens": event.prompt_tokens, "completion_tokens": event.completion_tokens,
+            "total_tokens": event.prompt_tokens + event.completion_tokens}
+
+
+def _log(server: Server, rid: str, model: str, status: int, usage: dict, started: float, finish: str, prompt, output) -> None:
+    """One line per request; prompt and output text only with --log-prompts."""
+    log.info("%s model=%s status=%d prompt_tokens=%d completion_tokens=%d seconds=%.3f finish=%s", rid, model, status,
+             usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0), time.monotonic() - started, finish)
+    if server.settings.log_prompts:
+        log.info("%s prompt=%s output=%s", rid, json.dumps(prompt), json.dumps(output))
