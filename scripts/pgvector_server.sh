@@ -10,7 +10,8 @@
 # (port $PGVECTOR_PORT, default 54329), data in $PGVECTOR_DIR (default /tmp/attune-pgvector),
 # trust authentication for local connections. PostgreSQL refuses to run as root, so under
 # root the server runs as a system user `attune-pg` (created if missing).
-# Exit code 3 = no PostgreSQL with pgvector could be installed here (the reason is on stderr).
+# Exit code 3 = no PostgreSQL with pgvector could be installed here (the reason is on stderr);
+# 1 = it is installed but did not start (a real failure).
 set -euo pipefail
 
 ACTION="${1:-start}"
@@ -19,7 +20,8 @@ DIR="${PGVECTOR_DIR:-/tmp/attune-pgvector}"
 PYTHON="${PYTHON:-python3}"
 URL="postgresql://postgres@127.0.0.1:${PORT}/attune"
 
-fail() { echo "pgvector_server: $*" >&2; exit 3; }
+fail() { echo "pgvector_server: $*" >&2; exit 1; }
+cannot_install() { echo "pgvector_server: $*" >&2; exit 3; }
 
 find_bindir() {
   # 1. a system PostgreSQL with pgvector
@@ -50,13 +52,14 @@ as_owner() {
 
 start() {
   local bindir
-  bindir="$(find_bindir)" || fail "no PostgreSQL with pgvector: no system postgresql-NN-pgvector and 'pip install pgserver' failed"
+  bindir="$(find_bindir)" || cannot_install "no PostgreSQL with pgvector: no system postgresql-NN-pgvector and 'pip install pgserver' failed"
   if [ "$(id -u)" = "0" ]; then
     id attune-pg >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin attune-pg \
-      || fail "running as root and cannot create the user attune-pg for PostgreSQL"
+      || cannot_install "running as root and cannot create the user attune-pg for PostgreSQL"
   fi
   mkdir -p "$DIR"
   [ "$(id -u)" = "0" ] && chown attune-pg "$DIR"
+  as_owner test -w "$DIR" || fail "$DIR is not writable by $(as_owner id -un) (is a parent folder private?); set PGVECTOR_DIR"
   if [ ! -f "$DIR/data/PG_VERSION" ]; then
     rm -rf "$DIR/data"
     as_owner "$bindir/initdb" -D "$DIR/data" -U postgres --auth=trust --encoding=UTF8 >"$DIR/initdb.log" 2>&1 \

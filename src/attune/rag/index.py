@@ -31,7 +31,7 @@ from attune.rag.bm25 import Bm25Index
 from attune.rag.chunking import Chunk, ChunkOptions, chunk_document
 from attune.rag.ingest import Skipped, load_documents
 from attune.rag.retrieve import RagIndex
-from attune.rag.stores import drop_store, open_store, write_store
+from attune.rag.stores import check_store, drop_store, open_store, write_store
 
 if TYPE_CHECKING:
     from attune.models.embedding import Embedder
@@ -163,6 +163,7 @@ def build_index(
     chunking = chunking or ChunkOptions()
     if index_dir.exists() and not index_dir.is_dir():
         raise AttuneError(f"{index_dir}: exists and is not a directory")
+    check_store(store)
     docs, skipped = load_documents(list(paths))
     if not docs:
         detail = "; ".join(f"{s.path}: {s.reason}" for s in skipped) or "no files"

@@ -181,6 +181,15 @@ class PgVectorStore:
         self.conn.close()
 
 
+def check_store(spec: str) -> None:
+    """Fail before any embedding work when the store cannot be used (unknown kind, server unreachable)."""
+    kind = spec.partition(":")[0]
+    if kind == "pgvector":
+        _pg_connect(_pg_url(spec)).close()
+    elif kind != "faiss":
+        raise AttuneError(f"unknown vector store {spec!r}; known: faiss, pgvector[:URL]")
+
+
 def write_store(spec: str, version_dir: Path, vectors: np.ndarray) -> dict[str, Any]:
     """Write a new version's vectors; returns the manifest entry that `open_store` reads back."""
     kind = spec.partition(":")[0]
