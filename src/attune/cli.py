@@ -36,6 +36,7 @@ def _register() -> None:
 
     app.add_typer(data_app, name="data")
     app.add_typer(__import__("attune.rag.commands", fromlist=["app"]).app, name="rag")
+    app.add_typer(__import__("attune.align.commands", fromlist=["app"]).app, name="reward")
     app.command("eval")(eval_commands.eval_command)
     app.command("compare")(eval_commands.compare_command)
 

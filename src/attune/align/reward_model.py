@@ -51,11 +51,10 @@ def score_positions(head: nn.Module, hidden: torch.Tensor, flat_index: torch.Ten
     return head(h.float()).squeeze(-1)
 
 
-def save_head(head: nn.Module, out_dir: Path, info: dict[str, Any]) -> None:
+def save_head(head: nn.Module, file: Path) -> None:
     from safetensors.torch import save_file
 
-    save_file({"weight": head.weight.detach().cpu().contiguous()}, str(out_dir / HEAD_FILE))
-    (out_dir / INFO_FILE).write_text(json.dumps(info, indent=2))
+    save_file({"weight": head.weight.detach().cpu().contiguous()}, str(file))
 
 
 @dataclass

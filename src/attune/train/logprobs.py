@@ -169,7 +169,11 @@ def token_logprobs(
 
     Differentiable; each chunk's logits are recomputed in backward rather than stored.
     """
-    hidden = final_hidden(model, input_ids, attention_mask, position_ids)
+    return logprobs_from_hidden(model, final_hidden(model, input_ids, attention_mask, position_ids), labels, chunk)
+
+
+def logprobs_from_hidden(model: nn.Module, hidden: torch.Tensor, labels: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """`token_logprobs` from final hidden states already computed (PPO reads its value head off the same ones)."""
     h, targets, flat = _gather_targets(hidden, labels)
     head = _head(model)
     pieces = [

@@ -234,6 +234,11 @@ def _next_base(run_dir: Path, stage: Stage, recipe: Recipe, state) -> str:
     later = recipe.stages.index(stage) < len(recipe.stages) - 1
     if not later:
         return ""
+    from attune.train.objectives import get_objective
+
+    if not getattr(get_objective(stage.objective), "CHANGES_POLICY", True):
+        # a reward model scores the policy; the stage after it continues from the weights it started on
+        return str(json.loads((stage_dir(run_dir, stage.name) / "summary.json").read_text())["base_model"])
     if state.is_main_process:
         merged_stage_model(run_dir, stage.name)
     state.wait_for_everyone()

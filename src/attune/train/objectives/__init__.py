@@ -22,6 +22,10 @@ OBJECTIVES: dict[str, str] = {
     "sft": "attune.train.objectives.sft",
     "cpt": "attune.train.objectives.cpt",
     "distill": "attune.train.objectives.distill",
+    "reward": "attune.train.objectives.reward",
+    "dpo": "attune.train.objectives.dpo",
+    "ppo": "attune.train.objectives.ppo",
+    "grpo": "attune.train.objectives.grpo",
 }
 
 

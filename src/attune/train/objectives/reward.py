@@ -22,7 +22,7 @@ from torch import nn
 
 from attune.align.losses import pairwise_reward_loss
 from attune.align.pairs import collate_pairs, eval_means, prepare_pairs, record_eval
-from attune.align.reward_model import attach_head, save_head, score_positions
+from attune.align.reward_model import HEAD_FILE, INFO_FILE, attach_head, save_head, score_positions
 from attune.train.config import TrainConfig
 from attune.train.logprobs import final_hidden, unwrap
 
@@ -80,4 +80,7 @@ def evaluate(model: nn.Module, batches: list[dict], context: Any) -> dict[str, f
 
 def save(model: nn.Module, out_dir: Path, context: Any) -> None:
     """The head and what `load_reward_model` needs to rebuild the scorer from this stage dir."""
-    save_head(getattr(unwrap(model), HEAD), out_dir, {"max_length": context.options.max_length})
+    import json
+
+    save_head(getattr(unwrap(model), HEAD), out_dir / HEAD_FILE)
+    (out_dir / INFO_FILE).write_text(json.dumps({"max_length": context.options.max_length}, indent=2))
