@@ -60,6 +60,9 @@ class Stage(StrictModel):
 
     objective: str
     name: str | None = None
+    start: Literal["previous", "base"] = Field(
+        "previous", description="start from the previous stage's weights, or from the recipe's base model (side-by-side runs)"
+    )
     data: DataSource | list[DataSource] | None = None
     validation: DataSource | None = None
     replay: ReplaySpec | None = None

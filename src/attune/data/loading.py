@@ -42,13 +42,12 @@ def iter_checked(
     if format != "auto" and format not in FORMATS:
         raise unknown("data format", format, ("auto", *FORMATS))
     fmt = None if format == "auto" else format
-    for source, row in iter_rows(path):
+    for source, row in iter_rows(path, text_split):
         if isinstance(row, Problem):
             yield None, [row]
             continue
-        if isinstance(row, str):
-            for i, block in enumerate(_blocks(row, text_split)):
-                yield TextRecord(block, source if text_split == "file" else f"{source}#block{i + 1}"), []
+        if isinstance(row, str):  # one document (the reader already split blank-line blocks)
+            yield TextRecord(row, source), []
             continue
         if fmt is None:
             try:
@@ -57,12 +56,6 @@ def iter_checked(
                 yield None, exc.problems
                 continue
         yield convert(row, fmt, source, text_field)
-
-
-def _blocks(text: str, split: str) -> list[str]:
-    if split == "blank-line":
-        return [b.strip() for b in text.split("\n\n") if b.strip()]
-    return [text] if text.strip() else []
 
 
 def _warn_dropped(path: Path, dropped: list[Problem]) -> None:

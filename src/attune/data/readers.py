@@ -2,7 +2,8 @@
 
 JSONL is read line by line (exact line numbers, malformed lines reported, constant memory);
 CSV / Parquet / Arrow go through `datasets` in streaming mode; `.txt` / `.md` files are one
-document each, and a folder yields every text-like file inside it.
+document each (or, with `text_split="blank-line"`, one per blank-line-separated block, read line by
+line so a text file larger than memory streams too), and a folder yields every text-like file inside it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ TABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".arrow": "arrow"}
 Row = dict[str, Any] | str | Problem
 
 
-def iter_rows(path: Path) -> Iterator[tuple[str, Row]]:
+def iter_rows(path: Path, text_split: str = "file") -> Iterator[tuple[str, Row]]:
     """Yield (source, row); a row is a dict, a document string, or a `Problem` for unreadable input."""
     if not path.exists():
         raise AttuneError(f"{path}: data file not found")
@@ -30,7 +31,7 @@ def iter_rows(path: Path) -> Iterator[tuple[str, Row]]:
         if not files:
             raise AttuneError(f"{path}: folder has no .txt/.md/.jsonl files")
         for f in files:
-            yield from iter_rows(f)
+            yield from iter_rows(f, text_split)
         return
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
@@ -39,9 +40,12 @@ def iter_rows(path: Path) -> Iterator[tuple[str, Row]]:
         yield from _json(path)
     elif suffix in TABLE_SUFFIXES:
         yield from _table(path, TABLE_SUFFIXES[suffix])
+    elif suffix in TEXT_SUFFIXES and text_split == "blank-line":
+        yield from _text_blocks(path)
     elif suffix in TEXT_SUFFIXES:
         text = path.read_text(errors="replace")
-        yield f"{path}:1", text
+        if text.strip():
+            yield f"{path}:1", text
     else:
         raise AttuneError(f"{path}: unsupported file type {suffix!r} (use .jsonl, .json, .csv, .parquet, .txt or .md)")
 
@@ -58,6 +62,23 @@ def _jsonl(path: Path) -> Iterator[tuple[str, Row]]:
                 yield source, Problem(source, "", f"malformed JSON ({exc.msg} at column {exc.colno})")
                 continue
             yield source, row if isinstance(row, dict) else Problem(source, "", "expected a JSON object per line")
+
+
+def _text_blocks(path: Path) -> Iterator[tuple[str, str]]:
+    """Blank-line-separated blocks, each with the line it starts on; never more than one block in memory."""
+    block: list[str] = []
+    start = 1
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for n, line in enumerate(fh, 1):
+            if line.strip():
+                if not block:
+                    start = n
+                block.append(line)
+            elif block:
+                yield f"{path}:{start}", "".join(block).strip()
+                block = []
+    if block:
+        yield f"{path}:{start}", "".join(block).strip()
 
 
 def _json(path: Path) -> Iterator[tuple[str, Row]]:

@@ -3,7 +3,9 @@
 Stage chaining: a stage that produced a PEFT adapter is merged into its base and saved once as
 `stages/<stage>/merged/` when (and only when) a later stage needs it; the next stage trains a
 fresh adapter on that merged model. Every stage's `summary.json` records its `base_model`, so
-its adapter is always served/evaluated on the base it was trained on.
+its adapter is always served/evaluated on the base it was trained on. A stage with `start: base`
+starts from the recipe's model instead (side-by-side variants, e.g. with and without replay), and
+the stage before it is then not merged.
 """
 
 from __future__ import annotations
@@ -59,12 +61,29 @@ def _accelerator(stage: Stage):
     return Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
 
 
-def _load_stage_records(recipe: Recipe, stage: Stage, kinds: tuple[str, ...]) -> tuple[list, list]:
+def _task_name(src, taken: set[str]) -> str:
+    name = src.name or Path(src.path.removeprefix("builtin:")).stem
+    while name in taken:
+        name += "'"
+    taken.add(name)
+    return name
+
+
+def _load_stage_records(recipe: Recipe, stage: Stage, kinds: tuple[str, ...]) -> tuple[list, list, dict[str, list]]:
+    """(train records, validation records, validation records per task).
+
+    Each dataset (and the replay set) is split before mixing, so a record repeated by up-sampling
+    never lands on both sides, and every task keeps its own validation share: the loop logs
+    `eval_loss/<task>` for each when a stage mixes several (replay counts as the task "replay").
+    """
     from attune.data import load_records, mix_datasets, train_val_split
+    from attune.recipe import DataSource
 
     if not stage.sources:
         raise AttuneError(f"stage {stage.name!r}: no data (add `data: {{path: ...}}`)")
-    datasets = []
+    seed, frac = stage.train.seed, 0.0 if stage.validation is not None else stage.train.val_fraction
+    taken: set[str] = set()
+    train_sets, val_sets, weights = [], {}, []
     for src in stage.sources:
         records = load_records(src, base_dir=recipe.base_dir)
         bad = sorted({r.kind for r in records} - set(kinds))
@@ -73,24 +92,26 @@ def _load_stage_records(recipe: Recipe, stage: Stage, kinds: tuple[str, ...]) ->
                 f"stage {stage.name!r}: objective {stage.objective!r} trains on {', '.join(kinds)} records, "
                 f"but {src.path} holds {', '.join(bad)} records"
             )
-        datasets.append(records)
+        train, val = train_val_split(records, frac, seed)
+        train_sets.append(train)
+        val_sets[_task_name(src, taken)] = val
+        weights.append(src.weight)
     if stage.replay is not None:
-        from attune.recipe import DataSource
-
         replay = load_records(DataSource(path=stage.replay.path, format="text"), base_dir=recipe.base_dir)
-        domain_records = sum(len(d) for d in datasets)
+        train, val = train_val_split(replay, frac, seed)
+        domain_records = sum(len(d) for d in train_sets)
         want = max(1, round(domain_records * stage.replay.ratio / (1 - stage.replay.ratio)))
-        datasets.append((replay * (want // max(1, len(replay)) + 1))[:want])
-    if len(datasets) == 1:
-        records = datasets[0]
+        train_sets.append((train * (want // len(train) + 1))[:want])
+        val_sets[_task_name(DataSource(path="replay"), taken)] = val
+        weights.append(1.0)
+    if len(train_sets) == 1:
+        records = train_sets[0]
     else:
-        weights = [s.weight for s in stage.sources] + ([1.0] if stage.replay is not None else [])
-        records = mix_datasets(
-            datasets, weights, strategy=stage.mixing.strategy, temperature=stage.mixing.temperature, seed=stage.train.seed
-        )
+        records = mix_datasets(train_sets, weights, strategy=stage.mixing.strategy, temperature=stage.mixing.temperature, seed=seed)
     if stage.validation is not None:
-        return records, load_records(stage.validation, base_dir=recipe.base_dir)
-    return train_val_split(records, stage.train.val_fraction, stage.train.seed)
+        return records, load_records(stage.validation, base_dir=recipe.base_dir), {}
+    per_task = val_sets if len(val_sets) > 1 else {}
+    return records, [r for v in val_sets.values() for r in v], {k: v for k, v in per_task.items() if v}
 
 
 def train_stage(
@@ -113,7 +134,10 @@ def train_stage(
     load_kwargs = adapter_shape.load_kwargs(adapter_cfg) if getattr(adapter_shape, "load_kwargs", None) else {}
     loaded = load_model(base_model, device=str(acc.device), model_kwargs=load_kwargs)
     tokenizer = loaded.tokenizer
-    model = apply_adapter(loaded.model, adapter_cfg)
+    model = loaded.model
+    if hasattr(objective, "student"):  # distill: a smaller student cut from (or shaped like) the starting model
+        model = objective.student(model, stage)
+    model = apply_adapter(model, adapter_cfg)
     trainable, total = count_parameters(model)
     if acc.is_main_process:
         console.print(
@@ -123,14 +147,21 @@ def train_stage(
         )
     context = ObjectiveContext(tokenizer=tokenizer, options=stage.train, stage=stage, accelerator=acc, device=acc.device)
     context.state["recipe"] = recipe
-    kinds = tuple(objective.RECORD_KINDS)
-    train_records, val_records = _load_stage_records(recipe, stage, kinds)
-    examples = objective.prepare(train_records, tokenizer, stage.train, context)
-    val_examples = objective.prepare(val_records, tokenizer, stage.train, context) if val_records else []
-    if not examples:
-        raise AttuneError(f"stage {stage.name!r}: no usable training examples after tokenization")
+    context.state["run_dir"] = out.parent.parent
+    val_tasks: dict[str, list[dict]] = {}
+    if getattr(stage.train, "streaming", False):  # cpt: read, tokenize and pack while training
+        examples, val_examples = objective.stream(recipe, stage, tokenizer, context)
+    else:
+        train_records, val_records, task_records = _load_stage_records(recipe, stage, tuple(objective.RECORD_KINDS))
+        examples = objective.prepare(train_records, tokenizer, stage.train, context)
+        val_examples = objective.prepare(val_records, tokenizer, stage.train, context) if val_records else []
+        val_tasks = {name: objective.prepare(recs, tokenizer, stage.train, context) for name, recs in task_records.items()}
+        if not examples:
+            raise AttuneError(f"stage {stage.name!r}: no usable training examples after tokenization")
     out.mkdir(parents=True, exist_ok=True)
-    result = train_loop(model, objective, examples, val_examples, context, out, resume=resume, show_progress=show_progress)
+    result = train_loop(
+        model, objective, examples, val_examples, context, out, resume=resume, show_progress=show_progress, val_tasks=val_tasks
+    )
     acc.wait_for_everyone()
     summary = {
         "stage": stage.name,
@@ -139,9 +170,10 @@ def train_stage(
         "base_model": base_model,
         "trainable_params": trainable,
         "total_params": total,
-        "train_examples": len(examples),
+        "train_examples": len(examples) if isinstance(examples, list) else None,  # a stream has no length
         "val_examples": len(val_examples),
         **{k: v for k, v in result.__dict__.items()},
+        "eval_loss_per_task": _last_task_losses(out / "metrics.jsonl"),
     }
     if acc.is_main_process:
         raw = acc.unwrap_model(model)
@@ -151,6 +183,16 @@ def train_stage(
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     acc.wait_for_everyone()
     return summary
+
+
+def _last_task_losses(metrics: Path) -> dict[str, float]:
+    """The last logged `eval_loss/<task>` of each task (multi-task and replay stages)."""
+    last: dict[str, float] = {}
+    if metrics.is_file():
+        for line in metrics.read_text().splitlines():
+            row = json.loads(line)
+            last.update({k.removeprefix("eval_loss/"): v for k, v in row.items() if k.startswith("eval_loss/")})
+    return last
 
 
 def _save_output(model, tokenizer, out: Path, uses_peft: bool, adapter_cfg, summary: dict) -> None:
@@ -220,6 +262,8 @@ def run_recipe(
         assert stage.name is not None
         out = stage_dir(run_dir, stage.name)
         done = (out / "summary.json").is_file()
+        if stage.start == "base":
+            base = recipe.model
         if (only and stage.name not in only) or (resume and done):
             if done:
                 base = _next_base(run_dir, stage, recipe, state)
@@ -230,9 +274,9 @@ def run_recipe(
 
 
 def _next_base(run_dir: Path, stage: Stage, recipe: Recipe, state) -> str:
-    """The model the stage after `stage` starts from (merged only if a later stage exists)."""
-    later = recipe.stages.index(stage) < len(recipe.stages) - 1
-    if not later:
+    """The model the stage after `stage` starts from (merged only if that stage starts from this one)."""
+    i = recipe.stages.index(stage)
+    if i + 1 >= len(recipe.stages) or recipe.stages[i + 1].start == "base":
         return ""
     from attune.train.objectives import get_objective
 
