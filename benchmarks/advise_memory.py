@@ -9,7 +9,8 @@ peak RSS (`ru_maxrss`) and the trained tokens/s of the steps after the first. Th
     flock /tmp/attune-heavy.lock python benchmarks/advise_memory.py --adapters full lora --runs 3
 
 Prints one row per (adapter, run) and a summary with the median measured peak and the ratio
-estimate / measured (the issue's bar: within 25 %).
+estimate / measured (the issue's bar: within 25 %). It also measures greedy decoding speed
+(batch 1), the CPU profile's effective memory bandwidth for per-query latency estimates.
 """
 
 from __future__ import annotations
@@ -69,6 +70,24 @@ def child(adapter: str, seq: int, batch: int, steps: int) -> None:
     print(json.dumps({"peak_gb": peak, "baseline_gb": baseline, "tokens_per_s": tps}))
 
 
+def decode_child(new_tokens: int) -> None:
+    """Greedy decoding speed of the builtin model (fp32, batch 1): the CPU profile's effective bandwidth."""
+    import torch
+
+    from attune.models import load_model
+
+    loaded = load_model(BUILTIN, device="cpu")
+    ids = loaded.tokenizer("Write a short note about the weather in spring.", return_tensors="pt").input_ids
+    with torch.no_grad():
+        loaded.model.generate(ids, max_new_tokens=8, do_sample=False)  # warm-up
+        t0 = time.perf_counter()
+        out = loaded.model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+        seconds = time.perf_counter() - t0
+    made = out.shape[1] - ids.shape[1]
+    weight_bytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
+    print(json.dumps({"tokens_per_s": made / seconds, "bandwidth_gbs": weight_bytes * made / seconds / 1e9}))
+
+
 def estimate(adapter: str, seq: int, batch: int) -> tuple[float, float, str]:
     from attune.advise.costs import TrainSetup, estimate_memory, estimate_time
     from attune.advise.hardware import get_hardware
@@ -90,6 +109,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child == "decode":
+        decode_child(64)
+        return
     if args.child:
         child(args.child, args.seq, args.batch, args.steps)
         return
@@ -105,6 +127,10 @@ def main() -> None:
             measured[adapter].append(result)
             print(f"run {run + 1} {adapter:>5}: peak RSS {result['peak_gb']:.2f} GB, after imports {result['baseline_gb']:.2f} GB, "
                   f"{result['tokens_per_s'] or 0:.0f} tok/s ({time.perf_counter() - t0:.0f} s)", flush=True)
+    decodes = [json.loads(subprocess.run([sys.executable, __file__, "--child", "decode"], env=env, capture_output=True, text=True,
+                                         check=True).stdout.strip().splitlines()[-1]) for _ in range(args.runs)]
+    print(f"decode (batch 1, fp32): {statistics.median(d['tokens_per_s'] for d in decodes):.1f} tok/s = "
+          f"{statistics.median(d['bandwidth_gbs'] for d in decodes):.1f} GB/s of weights read (median of {args.runs})")
     print(f"\nbuiltin SmolLM2-135M, cpt, {args.batch} x {args.seq} tokens per step, {args.steps} steps, fp32 on CPU")
     print(f"{'adapter':>8} {'measured GB':>12} {'estimate GB':>12} {'est/meas':>9} {'meas tok/s':>11} {'est tok/s':>10}")
     for adapter, results in measured.items():

@@ -254,3 +254,21 @@ def test_cli_flags_override_the_file_and_print_json(tmp_path):
     assert out["ranked"][0]["method"] == "lora" and out["ranked"][0]["memory_gb"] > 0
     res = runner.invoke(app, ["advise", "--labelled-examples", "30", "--citations"])
     assert res.exit_code == 0 and "Few-shot prompting" in res.output and "## Ruled out" in res.output
+
+
+def test_interactive_questions_build_a_situation(monkeypatch):
+    """On a terminal with no flags the advisor asks; empty answers keep the defaults."""
+    import io
+
+    from rich.console import Console
+
+    from attune.advise.commands import QUESTIONS, ask
+
+    answers = {"goal": "format", "labelled_examples": "500", "model_size": "7b", "hardware": "l4", "citations": "n"}
+    feed = iter(answers.get(name, "") for name, _ in QUESTIONS)
+    monkeypatch.setattr("builtins.input", lambda *a, **k: next(feed))
+    got = ask(Console(file=io.StringIO(), force_terminal=False))
+    situation = parse_situation(got)
+    assert (situation.goal, situation.labelled_examples, situation.model_size, situation.hardware) == ("format", 500, "7b", "l4")
+    assert situation.access == "weights" and situation.citations is False
+    assert advise(situation).top.method.id == "lora"

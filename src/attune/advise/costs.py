@@ -26,6 +26,7 @@ against measured peak RSS for the builtin model.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from attune.advise.hardware import Hardware
@@ -188,7 +189,7 @@ def query_cost(shape: ModelShape | None, hw: Hardware | None, prompt: int, added
     if shape is None or hw is None:
         return QueryCost(total, added, output, None)
     weight_bytes = shape.params * hw.dtype_bytes
-    devices = max(1, -(-int(weight_bytes / GB + hw.runtime_gb) // max(1, int(hw.memory_gb)))) if hw.memory_gb else 1
+    devices = max(1, math.ceil((weight_bytes / GB + hw.runtime_gb) / hw.memory_gb)) if hw.memory_gb else 1  # tensor-parallel
     prefill = forward_flops(shape, total) / (hw.effective_flops * devices)
     decode = output * weight_bytes / (hw.bandwidth_gbs * GB * devices)
     return QueryCost(total, added, output, prefill + decode, devices)

@@ -162,7 +162,8 @@ def rerank(measured: list[Measured]) -> list[Measured]:
     return order
 
 
-def verdict(advice: Advice, order: list[Measured]) -> str:
+def verdict(order: list[Measured]) -> str:
+    """Whether the measured winner is the method the rules ranked highest among those measured."""
     rules_first = next((m for m in sorted(order, key=lambda m: m.rule_rank or 10**6) if m.rule_rank), None)
     winner = order[0]
     if rules_first is None:
@@ -191,7 +192,7 @@ def run_evidence(advice: Advice, recipe: Recipe, *, top: int = 3, max_examples: 
         utility = c.score - weight * max(0.0, drop or 0.0)
         measured.append(Measured(c.name, rule_rank.get(c.name), c.score, drop, utility, _se(c.score, n), c.cost))
     order = rerank(measured)
-    ev = Evidence(result.run_dir, order, skipped, verdict(advice, order))
+    ev = Evidence(result.run_dir, order, skipped, verdict(order))
     (Path(result.run_dir) / "advice-evidence.json").write_text(json.dumps(ev.to_dict(), indent=2, default=str))
     return ev
 

@@ -104,7 +104,7 @@ def _added_tokens(s: Situation, method: str) -> int:
     if method == "few-shot":
         return FEW_SHOT_K * s.tokens_per_example
     if method in ("rag", "rag+lora"):
-        return RAG_PASSAGES * PASSAGE_TOKENS
+        return min(RAG_PASSAGES * PASSAGE_TOKENS, s.unlabelled_tokens)  # a tiny corpus is all retrieved
     return 0
 
 

@@ -203,11 +203,10 @@ def _citations(s: Situation, f: Facts) -> Effects:
 @rule("corpus-size")
 def _corpus(s: Situation, f: Facts) -> Effects:
     t = s.unlabelled_tokens
-    if 0 < t <= 2000:
-        yield "rag", 1.0, f"the whole corpus ({t:,} tokens) is a few passages: retrieval almost always finds the right one"
     if 0 < t < 10_000_000:
         yield "cpt-replay", -2.0, f"{t:,} tokens are too few for continued pretraining to shift the model"
-        yield "rag", 1.0, f"a {t:,}-token corpus is quick to index and retrieve from"
+        yield "rag", 1.0, (f"the whole corpus ({t:,} tokens) is a few passages: retrieval almost always finds the right one"
+                           if t <= 2000 else f"a {t:,}-token corpus is quick to index and retrieve from")
     elif 10_000_000 <= t < 100_000_000:
         yield "cpt-replay", 1.0, f"{t / 1e6:,.0f}M domain tokens: enough for a measurable domain shift"
     elif t >= 100_000_000:

@@ -1,0 +1,96 @@
+"""`attune advise --evidence`: the compare recipe built from the top candidates, the re-ranking
+rule by hand, and (slow) a real run on the builtin ticket-triage scenario."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from attune.advise import Situation, advise, load_situation
+from attune.advise.evidence import FULL_FT_LR, Measured, evidence_recipe, rerank, verdict
+from attune.recipe import load_recipe, parse_recipe
+
+SCENARIO = "builtin:scenarios/ticket-triage"
+RECIPE = "builtin:scenarios/recipes/ticket-triage"
+
+
+def test_top_candidates_become_stages_from_base_and_strategies():
+    advice = advise(load_situation(SCENARIO))
+    assert [o.method.id for o in advice.ranked[:3]] == ["lora", "few-shot", "qlora"]
+    recipe, skipped, methods = evidence_recipe(advice, load_recipe(RECIPE), top=3, max_examples=5)
+    assert methods == ["lora", "few-shot", "qlora", "zero-shot"] and skipped == {}
+    assert [c.name for c in recipe.compare] == ["zero-shot", "lora", "few-shot", "qlora"]
+    stages = {s.name: s for s in recipe.stages}
+    assert set(stages) == {"advise-lora", "advise-qlora"}
+    assert all(s.start == "base" for s in stages.values())  # candidates never train on top of each other
+    q = stages["advise-qlora"].adapter
+    assert q.type == "qlora" and (q.r, q.alpha, q.targets) == (16, 32, "all-linear")  # the recipe's LoRA settings kept
+    assert stages["advise-lora"].train.lr == 2e-3 and stages["advise-lora"].sources[0].limit == 120
+    few = next(c for c in recipe.compare if c.name == "few-shot")
+    assert (few.strategy, few.k, few.selection, few.pool) == ("few-shot", 4, "similarity", "builtin:tickets-train")
+    assert recipe.evaluate.max_examples == 5 and recipe.evaluate.tasks == ["builtin:tickets"]
+
+
+def test_full_finetuning_gets_its_own_learning_rate_and_missing_data_is_reported():
+    advice = advise(Situation(goal="task", labelled_examples=5000, model_size="1.5b", hardware="h100",
+                              forgetting_tolerance="high"))
+    assert advice.top.method.id == "full-ft"
+    recipe = parse_recipe({"name": "r", "model": "builtin:smollm2-135m-instruct",
+                           "stages": [{"objective": "sft", "data": "builtin:tickets-train"}],
+                           "evaluate": {"tasks": ["builtin:tickets"]}})
+    built, skipped, _ = evidence_recipe(advice, recipe, top=2, max_examples=None)
+    full = next(s for s in built.stages if s.name == "advise-full-ft")
+    assert full.adapter.type == "full" and full.train.lr == FULL_FT_LR
+    knowledge = advise(Situation(goal="knowledge", unlabelled_tokens=10_000, labelled_examples=600,
+                                 model="builtin:smollm2-135m-instruct"))
+    _, skipped, methods = evidence_recipe(knowledge, recipe, top=2, max_examples=None)
+    assert "rag" in skipped and "names no documents" in skipped["rag"]
+    assert "rag" not in methods
+
+
+def _m(method, utility, se, train_s=0.0, prompt=100.0, rule_rank=None):
+    return Measured(method, rule_rank, utility, None, utility, se, {"train_seconds": train_s, "prompt_tokens_per_query": prompt})
+
+
+def test_rerank_by_hand():
+    # lora 0.80 vs few-shot 0.78: se of the difference sqrt(0.04^2 + 0.04^2) = 0.057 > 0.02 -> a tie -> cheaper first
+    order = rerank([_m("lora", 0.80, 0.04, train_s=300, rule_rank=1), _m("few-shot", 0.78, 0.04, prompt=500, rule_rank=2),
+                    _m("zero-shot", 0.20, 0.04)])
+    assert [m.method for m in order] == ["few-shot", "lora", "zero-shot"]
+    assert [m.evidence_rank for m in order] == [1, 2, 3]
+    # lora 0.90 vs few-shot 0.60 with se 0.03: difference 0.30 >> 0.042 -> lora first despite its cost
+    order = rerank([_m("few-shot", 0.60, 0.03, rule_rank=2), _m("lora", 0.90, 0.03, train_s=300, rule_rank=1)])
+    assert [m.method for m in order] == ["lora", "few-shot"]
+    assert verdict(order).startswith("confirmed: the evidence ranks lora first")
+    order = rerank([_m("lora", 0.50, 0.01, train_s=300, rule_rank=1), _m("few-shot", 0.70, 0.01, rule_rank=2)])
+    assert verdict(order).startswith("overturned: the rules put lora first, the evidence puts few-shot first")
+
+
+@pytest.mark.slow
+def test_evidence_on_the_builtin_scenario(tmp_path):
+    """`attune advise --situation builtin:scenarios/ticket-triage --evidence ...` trains, scores and re-ranks."""
+    from typer.testing import CliRunner
+
+    from attune.builtin import builtin_path
+    from attune.cli import app
+
+    spec = yaml.safe_load(builtin_path(RECIPE).read_text())
+    spec["output_dir"] = str(tmp_path / "runs")
+    spec["stages"][0]["data"]["limit"] = 24
+    spec["stages"][0]["train"].update(max_steps=3, batch_tokens=512)
+    recipe = tmp_path / "evidence.yaml"
+    recipe.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "advice.md"
+    res = CliRunner().invoke(app, ["advise", "--situation", SCENARIO, "--evidence", str(recipe), "--top", "2",
+                                   "--max-examples", "6", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    text = out.read_text()
+    assert "## Evidence (measured on your held-out data)" in text and "**Verdict**: " in text
+    ev = json.loads(next((tmp_path / "runs").glob("*/*/advice-evidence.json")).read_text())
+    assert {m["method"] for m in ev["measured"]} == {"lora", "few-shot", "zero-shot"}
+    assert sorted(m["evidence_rank"] for m in ev["measured"]) == [1, 2, 3]
+    assert ev["verdict"].startswith(("confirmed", "overturned"))
+    lora = next(m for m in ev["measured"] if m["method"] == "lora")
+    assert lora["cost"]["train_seconds"] > 0 and lora["rule_rank"] == 1
