@@ -131,3 +131,59 @@ def test_truncate_layers_keeps_spread_layers_and_still_generates(tokenizer):
     with pytest.raises(AttuneError) as err:
         truncate_layers(model, 5)
     assert str(err.value) == "truncate_layers: n must be between 1 and 4 (the model's layer count), got 5"
+
+
+def test_random_student_has_the_shape_but_not_the_weights(tokenizer):
+    from attune.distill import random_student
+    from conftest import make_tiny_model
+
+    model = make_tiny_model(tokenizer, layers=4)
+    student = random_student(model, 2)
+    assert student.config.num_hidden_layers == 2 and len(student.model.layers) == 2
+    assert student.model.embed_tokens.weight.shape == model.model.embed_tokens.weight.shape
+    assert not torch.equal(student.model.layers[0].mlp.up_proj.weight, model.model.layers[0].mlp.up_proj.weight)
+
+
+def test_a_stage_teacher_labels_chat_prompts_for_a_truncated_student(tmp_path, tokenizer):
+    """sft (the teacher) -> distill from that stage into a 1-layer student; chat labels replaced by teacher answers."""
+    from conftest import make_tiny_model
+
+    model_dir = tmp_path / "tiny4"
+    make_tiny_model(tokenizer, layers=4).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text("".join(json.dumps({"messages": [
+        {"role": "user", "content": f"Colour of item {i}?"}, {"role": "assistant", "content": "gold label"}]}) + "\n"
+        for i in range(10)))
+    stage_train = {"max_steps": 2, "batch_tokens": 256, "max_length": 64, "warmup_ratio": 0.0, "val_fraction": 0.0}
+    recipe = {
+        "name": "chain", "model": str(model_dir), "output_dir": str(tmp_path / "runs"),
+        "stages": [
+            {"name": "teacher", "objective": "sft", "data": str(chats), "adapter": {"type": "lora", "r": 4, "targets": "all-linear"},
+             "train": stage_train},
+            {"name": "student", "objective": "distill", "teacher": "teacher", "data": str(chats), "adapter": "full",
+             "train": {**stage_train, "teacher_answers": "all", "student_layers": 1, "max_new_tokens": 4}},
+        ],
+    }
+    path = tmp_path / "chain.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    run = run_recipe(load_recipe(path), show_progress=False)
+    out = stage_output(run, "student")
+    info = json.loads((out.dir / "distill.json").read_text())
+    assert info["teacher"] == str(run / "stages" / "teacher" / "merged") and info["teacher_calls"] == 10
+    cached = [json.loads(line) for line in (tmp_path / "runs" / "chain" / "teacher-cache.jsonl").read_text().splitlines()]
+    assert len(cached) == 10 and all(row["prompt"][-1]["role"] == "user" for row in cached)  # gold replies were dropped
+    assert out.model is not None and json.loads((out.model / "config.json").read_text())["num_hidden_layers"] == 1
+    assert out.summary["total_params"] < stage_output(run, "teacher").summary["total_params"]
+
+
+def test_a_truncated_student_needs_full_weights(tmp_path, tiny_model_dir):
+    path = _distill_recipe(tmp_path, tiny_model_dir, "sequence")
+    data = yaml.safe_load(open(path))
+    data["stages"][0]["train"]["student_layers"] = 1
+    open(path, "w").write(yaml.safe_dump(data))
+    with pytest.raises(AttuneError) as err:
+        run_recipe(load_recipe(path), show_progress=False)
+    assert str(err.value) == (
+        "stage 'distill': a 1-layer student is a new model with no base for an adapter; set `adapter: full`"
+    )

@@ -4,6 +4,6 @@ The `distill` objective (`attune.train.objectives.distill`) trains on what lives
 """
 
 from attune.distill.cache import cache_key, teacher_responses
-from attune.distill.student import truncate_layers
+from attune.distill.student import random_student, truncate_layers
 
-__all__ = ["cache_key", "teacher_responses", "truncate_layers"]
+__all__ = ["cache_key", "random_student", "teacher_responses", "truncate_layers"]

@@ -133,8 +133,8 @@ def train_stage(
     adapter_shape = shape(adapter_cfg.type)
     load_kwargs = adapter_shape.load_kwargs(adapter_cfg) if getattr(adapter_shape, "load_kwargs", None) else {}
     loaded = load_model(base_model, device=str(acc.device), model_kwargs=load_kwargs)
-    tokenizer = loaded.tokenizer
-    model = loaded.model
+    tokenizer, model = loaded.tokenizer, loaded.model
+    del loaded  # a smaller student must not keep the full model alive
     if hasattr(objective, "student"):  # distill: a smaller student cut from (or shaped like) the starting model
         model = objective.student(model, stage)
     model = apply_adapter(model, adapter_cfg)

@@ -10,8 +10,15 @@ Two levels, chosen by `loss`:
             the same formula as TRL's `generalized_jsd_loss`). Needs a shared tokenizer.
 
 Prompt records are answered by the teacher first in both modes, so logit-level distillation on
-a prompt set trains on the teacher's own outputs (supervised KD). The teacher's logits are
-computed only at supervised positions, chunk by chunk, like the LM loss in `attune.train.logprobs`.
+a prompt set trains on the teacher's own outputs (supervised KD); with `teacher_answers: all` the
+final reply of chat records is replaced by the teacher's too (distil on a labelled set's prompts,
+ignoring its labels). The teacher's logits are computed only at supervised positions, chunk by
+chunk, like the LM loss in `attune.train.logprobs`.
+
+`teacher:` is a model reference or the name of an earlier stage (its weights, merged). The student
+is the stage's starting model, or with `student_layers: N` a smaller one made from it: N evenly
+spread layers kept (`student_init: truncate`) or a random model of that shape (`random`); it
+trains all its weights (`adapter: full`) and is saved as a standalone model.
 """
 
 from __future__ import annotations
@@ -47,13 +54,47 @@ class Options(sft.Options):
     cache: str | None = Field(
         None, description="teacher-response cache (JSONL); default <output_dir>/<recipe name>/teacher-cache.jsonl"
     )
+    teacher_answers: Literal["prompts", "all"] = Field(
+        "prompts", description="prompts: the teacher answers prompt records; all: also replaces chat records' final reply"
+    )
+    student_layers: int | None = Field(None, gt=0, description="a smaller student: this many of the starting model's layers")
+    student_init: Literal["truncate", "random"] = Field(
+        "truncate", description="truncate: keep evenly spread layers (DistilBERT, Sanh 2019); random: a fresh model of that shape"
+    )
 
 
 def _teacher_ref(context: Any) -> str:
+    """The teacher's model reference; an earlier stage's name resolves to that stage's (merged) weights."""
     teacher = getattr(context.stage, "teacher", None)
     if not teacher:
         raise AttuneError(f"stage {getattr(context.stage, 'name', '?')!r}: distill needs `teacher: MODEL` (a model reference)")
+    recipe, run_dir = context.state.get("recipe"), context.state.get("run_dir")
+    stages = [s.name for s in getattr(recipe, "stages", [])]
+    if teacher in stages and run_dir is not None:
+        if stages.index(teacher) >= stages.index(context.stage.name):
+            raise AttuneError(f"stage {context.stage.name!r}: the teacher stage {teacher!r} must come before it")
+        if "teacher_ref" not in context.state:
+            from attune.train.pipeline import merged_stage_model
+
+            context.state["teacher_ref"] = merged_stage_model(run_dir, teacher)
+        return context.state["teacher_ref"]
     return str(teacher)
+
+
+def student(model: nn.Module, stage: Any) -> nn.Module:
+    """The model this stage trains: the starting model, or a smaller student made from it (`student_layers`)."""
+    from attune.distill import random_student, truncate_layers
+
+    options: Options = stage.train
+    if options.student_layers is None:
+        return model
+    if stage.adapter is None or stage.adapter.type != "full":
+        raise AttuneError(
+            f"stage {stage.name!r}: a {options.student_layers}-layer student is a new model with no base for an adapter; "
+            "set `adapter: full`"
+        )
+    make = truncate_layers if options.student_init == "truncate" else random_student
+    return make(model, options.student_layers)
 
 
 def _cache_path(options: Options, context: Any) -> Path:
@@ -81,6 +122,8 @@ def answer_prompts(records: list, options: Options, context: Any) -> list:
     from attune.distill.cache import teacher_responses
     from attune.models.generation import GenerationParams
 
+    if options.teacher_answers == "all":
+        records = [as_prompt(r) for r in records]
     prompts = [r for r in records if isinstance(r, PromptRecord)]
     if not prompts:
         return records
@@ -95,6 +138,15 @@ def answer_prompts(records: list, options: Options, context: Any) -> list:
         ChatRecord(r.prompt + [{"role": "assistant", "content": by_id[id(r)]}], r.source) if id(r) in by_id else r
         for r in records
     ]
+
+
+def as_prompt(record: Any) -> Any:
+    """A chat record ending in an assistant reply becomes a prompt record of the turns before it."""
+    from attune.data.records import ChatRecord, PromptRecord
+
+    if isinstance(record, ChatRecord) and record.messages and record.messages[-1]["role"] == "assistant":
+        return PromptRecord(record.messages[:-1], record.messages[-1]["content"], record.source)
+    return record
 
 
 def prepare(records: list, tokenizer: Any, options: Options, context: Any) -> list[dict]:
