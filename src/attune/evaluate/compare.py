@@ -34,7 +34,6 @@ class CandidateResult:
     tasks: list[TaskResult]
     probe: dict[str, float] = field(default_factory=dict)
     cost: dict[str, Any] = field(default_factory=dict)
-    loss_curve: list[tuple[int, float]] = field(default_factory=list)
 
     @property
     def score(self) -> float:
@@ -49,6 +48,7 @@ class CompareResult:
     run_dir: Path
     candidates: list[CandidateResult]
     base_probe: dict[str, float]
+    training: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # stage -> its metrics.jsonl rows
 
 
 def candidate_name(c: Candidate) -> str:
@@ -60,22 +60,31 @@ def candidate_name(c: Candidate) -> str:
     return " + ".join(p for p in parts if p) or (c.model or "base")
 
 
-def _resolve(recipe: Recipe, c: Candidate, run_dir: Path | None) -> tuple[str, str | None, dict[str, Any], list]:
-    """(model ref, adapter dir, cost facts, loss curve) for a candidate."""
+def _resolve(recipe: Recipe, c: Candidate, run_dir: Path | None) -> tuple[str, str | None, dict[str, Any]]:
+    """(model ref, adapter dir, cost facts) for a candidate."""
     if c.stage:
         from attune.runs import stage_output
 
         assert run_dir is not None
         out = stage_output(run_dir, c.stage)
         summary = out.summary
-        curve = []
-        if out.metrics_file.is_file():
-            curve = [(r["step"], r["loss"]) for r in map(json.loads, out.metrics_file.read_text().splitlines()) if "loss" in r]
         cost = {k: summary.get(k) for k in ("trainable_params", "train_seconds", "tokens_seen")}
         if out.adapter is not None:
-            return summary["base_model"], str(out.adapter), cost, curve
-        return str(out.model), None, cost, curve
-    return c.model or recipe.model, c.adapter, {"trainable_params": 0, "train_seconds": 0, "tokens_seen": 0}, []
+            return summary["base_model"], str(out.adapter), cost
+        return str(out.model), None, cost
+    return c.model or recipe.model, c.adapter, {"trainable_params": 0, "train_seconds": 0, "tokens_seen": 0}
+
+
+def training_logs(recipe: Recipe, run_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """Every trained stage's metrics.jsonl rows, in stage order (for the report's curves)."""
+    from attune.runs import stage_dir
+
+    logs = {}
+    for stage in recipe.stages:
+        file = stage_dir(run_dir, str(stage.name)) / "metrics.jsonl"
+        if file.is_file():
+            logs[str(stage.name)] = [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+    return logs
 
 
 def _pool(recipe: Recipe, c: Candidate) -> list[dict] | None:
@@ -107,14 +116,18 @@ def load_probe(ref: str | None) -> list[Task]:
 
 
 def probe_scores(generator, probe: list[Task]) -> dict[str, float]:
+    """`task/metric` -> value: the first metric of each scored probe task, the perplexity of a text one.
+
+    The probe always runs zero-shot: it measures what the weights still know, not a prompt.
+    """
     from attune.prompting import StrategyContext, build_strategy
 
     scores = {}
     for task in probe:
         strategy = build_strategy("zero-shot", {}, StrategyContext(template=task.spec.template, system=task.spec.system))
         result = run_task(generator, task, strategy)
-        key, value = next(iter(result.metrics.items()))
-        scores[f"{task.name}/{key}"] = value
+        key = "perplexity" if task.spec.kind == "perplexity" else next(iter(result.metrics))
+        scores[f"{task.name}/{key}"] = result.metrics[key]
     return scores
 
 
@@ -147,7 +160,7 @@ def run_compare(recipe: Recipe, run_dir: Path | None = None, *, out_dir: Path | 
     results = []
     for c in recipe.compare:
         name = candidate_name(c)
-        model, adapter, cost, curve = _resolve(recipe, c, run_dir)
+        model, adapter, cost = _resolve(recipe, c, run_dir)
         key = (model, adapter)
         if key not in generators:
             console.print(f"[dim]loading {model}{' + ' + adapter if adapter else ''} ...[/dim]")
@@ -171,11 +184,11 @@ def run_compare(recipe: Recipe, run_dir: Path | None = None, *, out_dir: Path | 
             prompt_tokens_per_query=round(sum(t.prompt_tokens_per_query for t in task_results) / len(task_results), 1),
             latency_per_query=round(sum(t.latency_per_query for t in task_results) / len(task_results), 3),
         )
-        results.append(CandidateResult(name, model, adapter, strategy_name, task_results, probes.get(key, {}), cost, curve))
+        results.append(CandidateResult(name, model, adapter, strategy_name, task_results, probes.get(key, {}), cost))
     base_key = (recipe.model, None)
     if probe and base_key not in probes:
         probes[base_key] = probe_scores(generators.get(base_key) or load_generator(recipe.model), probe)
-    result = CompareResult(recipe.name, run_dir, results, probes.get(base_key, {}))
+    result = CompareResult(recipe.name, run_dir, results, probes.get(base_key, {}), training_logs(recipe, run_dir))
     from attune.evaluate.report import write_report
 
     write_report(result, out_dir or run_dir)

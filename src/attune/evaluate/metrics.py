@@ -135,6 +135,66 @@ def json_fields(prediction: str, reference: str) -> float:
     return sum(pred.get(k) == v for k, v in ref.items()) / len(ref)
 
 
+def _words(text: str) -> list[str]:
+    return re.findall(r"[\w'-]+", text)
+
+
+def _json_value(text: str) -> Any:
+    try:
+        return _json(text)
+    except ValueError:
+        return None
+
+
+# Verifiable instruction checks (Zhou et al. 2023, "Instruction-Following Evaluation for LLMs"):
+# each takes the reply and the check's argument from the reference and says pass or fail.
+CHECKS: dict[str, Callable[[str, Any], bool]] = {
+    "one_of": lambda text, options: normalize(text) in {normalize(o) for o in options},
+    "equals": lambda text, want: normalize(text) == normalize(want),
+    "lowercase": lambda text, on: (text == text.lower()) == on and any(c.isalpha() for c in text),
+    "uppercase": lambda text, on: (text == text.upper()) == on and any(c.isalpha() for c in text),
+    "min_words": lambda text, n: len(_words(text)) >= n,
+    "max_words": lambda text, n: 0 < len(_words(text)) <= n,
+    "starts_with": lambda text, prefix: text.strip().lower().startswith(prefix.lower()),
+    "ends_with": lambda text, suffix: text.strip().lower().endswith(suffix.lower()),
+    "contains": lambda text, needles: all(n.lower() in text.lower() for n in needles),
+    "excludes": lambda text, needles: not any(n.lower() in text.lower() for n in needles),
+    "lines": lambda text, n: len([line for line in text.splitlines() if line.strip()]) == n,
+    "bullets": lambda text, n: len([line for line in text.splitlines() if line.lstrip().startswith(("- ", "* "))]) == n,
+    "matches": lambda text, pattern: re.search(pattern, text) is not None,
+    "json_list_length": lambda text, n: isinstance(v := _json_value(text), list) and len(v) == n,
+    "json_keys": lambda text, keys: isinstance(v := _json_value(text), dict) and all(k in v for k in keys),
+}
+
+
+def parse_checks(reference: str) -> dict[str, Any]:
+    """The checks a `follows_instructions` reference asks for; an AttuneError when it is malformed."""
+    try:
+        checks = json.loads(reference)
+    except json.JSONDecodeError:
+        checks = None
+    if not isinstance(checks, dict) or not checks:
+        raise AttuneError(f"follows_instructions: the reference must be a non-empty JSON object of checks, got {reference[:80]!r}")
+    for name in checks:
+        if name not in CHECKS:
+            raise unknown("instruction check", name, CHECKS)
+    return checks
+
+
+@metric
+def follows_instructions(prediction: str, reference: str) -> float:
+    """1 if the reply passes every check of the reference (a JSON object {check: argument}), else 0.
+
+    This is IFEval's strict prompt-level accuracy; the checks are in `CHECKS`.
+    """
+    checks = parse_checks(reference)
+    return float(all(CHECKS[name](prediction, arg) for name, arg in checks.items()))
+
+
+# Metrics whose reference has a format of its own, checked when the task loads (before any model).
+REFERENCE_CHECKS: dict[str, Callable[[str], Any]] = {"follows_instructions": parse_checks}
+
+
 def get_metric(name: str) -> Metric:
     if name not in METRICS:
         raise unknown("metric", name, METRICS)

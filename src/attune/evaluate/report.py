@@ -20,20 +20,43 @@ def forgetting(c: CandidateResult, base: dict[str, float]) -> float | None:
     return sum(base[k] - c.probe[k] for k in common) / len(common)
 
 
+def general_perplexity(probe: dict[str, float]) -> float | None:
+    """The probe's general-text perplexity (reported beside forgetting, not averaged into it)."""
+    return next((v for k, v in probe.items() if k.endswith("/perplexity")), None)
+
+
 def table_rows(result: CompareResult) -> tuple[list[str], list[list[str]]]:
     metric_names = [f"{t.task}/{m}" for t in result.candidates[0].tasks for m in t.metrics]
-    header = ["candidate", *metric_names, "forgetting", "trainable params", "train s", "tokens seen", "prompt tok/query", "latency s/query"]
+    header = ["candidate", *metric_names, "forgetting", "general ppl", "trainable params", "train s", "tokens seen",
+              "prompt tok/query", "latency s/query"]
     rows = []
     for c in result.candidates:
         scores = [f"{v:.3f}" for t in c.tasks for v in t.metrics.values()]
-        drop = forgetting(c, result.base_probe)
+        drop, ppl = forgetting(c, result.base_probe), general_perplexity(c.probe)
         rows.append([
-            c.name, *scores, "—" if drop is None else f"{drop:+.3f}",
+            c.name, *scores, "—" if drop is None else f"{drop:+.3f}", "—" if ppl is None else f"{ppl:.2f}",
             f"{c.cost.get('trainable_params') or 0:,}", f"{c.cost.get('train_seconds') or 0:.0f}",
             f"{c.cost.get('tokens_seen') or 0:,}", f"{c.cost.get('prompt_tokens_per_query', 0):.0f}",
             f"{c.cost.get('latency_per_query', 0):.2f}",
         ])
     return header, rows
+
+
+def probe_rows(result: CompareResult) -> tuple[list[str], list[list[str]]]:
+    """The probe's scores per set of weights: candidates sharing weights share a row, the base first."""
+    if not result.base_probe:
+        return [], []
+    keys = list(result.base_probe)
+    groups: dict[tuple[str, str | None], list[CandidateResult]] = {}
+    for c in result.candidates:
+        groups.setdefault((c.model, c.adapter), []).append(c)
+    base_names = next((", ".join(x.name for x in cs) for cs in groups.values() if cs[0].probe == result.base_probe
+                       and cs[0].adapter is None), "")
+    rows = [[f"base ({base_names})" if base_names else "base", *(f"{result.base_probe[k]:.3f}" for k in keys)]]
+    for cs in groups.values():
+        if cs[0].probe and not (cs[0].adapter is None and cs[0].probe == result.base_probe):
+            rows.append([", ".join(x.name for x in cs), *(f"{cs[0].probe.get(k, float('nan')):.3f}" for k in keys)])
+    return ["weights", *keys], rows
 
 
 def _png(fig) -> str:
@@ -69,17 +92,48 @@ def plots(result: CompareResult) -> dict[str, str]:
         ax.set_xlabel("forgetting (probe drop vs base)")
         ax.set_ylabel("task score")
         out["forgetting"] = _png(fig)
-    curves = [c for c in result.candidates if c.loss_curve]
-    if curves:
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        for c in curves:
-            steps, losses = zip(*c.loss_curve)
-            ax.plot(steps, losses, label=c.name)
-        ax.set_xlabel("step")
-        ax.set_ylabel("training loss")
-        ax.legend(fontsize=8)
-        out["loss"] = _png(fig)
+    for stage, rows in result.training.items():
+        series = training_series(rows)
+        if series:
+            out[f"training: {stage}"] = _png(_curves_figure(plt, stage, series))
     return out
+
+
+def training_series(rows: list[dict[str, Any]]) -> dict[str, tuple[list[float], list[float]]]:
+    """metric -> (steps, values) for every numeric metric a stage logged (loss first, then as logged).
+
+    Metrics logged only at some steps (eval_loss, an objective's validation accuracy) keep just
+    the steps they have, so sparse and dense series plot side by side.
+    """
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    for row in rows:
+        step = row.get("step")
+        if not isinstance(step, (int, float)):
+            continue
+        for name, value in row.items():
+            if name in ("step", "epoch") or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            steps, values = series.setdefault(name, ([], []))
+            steps.append(step)
+            values.append(value)
+    return dict(sorted(series.items(), key=lambda kv: kv[0] != "loss"))
+
+
+def _curves_figure(plt, stage: str, series: dict[str, tuple[list[float], list[float]]]):
+    """One small panel per metric (each keeps its own scale: loss, kl and tokens/s do not share an axis)."""
+    cols = min(3, len(series))
+    rows = (len(series) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.6 * rows), squeeze=False)
+    for ax, (name, (steps, values)) in zip(axes.flat, series.items()):
+        ax.plot(steps, values, marker="o" if len(steps) < 12 else None, markersize=3, color="#4C72B0")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(series):]:
+        ax.axis("off")
+    fig.suptitle(f"stage {stage}", fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 def failures(c: CandidateResult, n: int = 3) -> list[dict[str, Any]]:
@@ -100,10 +154,27 @@ STYLE = (
 )
 
 
-def write_report(result: CompareResult, out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    header, rows = table_rows(result)
-    data = {
+FORGETTING_NOTE = (
+    "Forgetting = mean drop of the general-skills probe's scored tasks against the base model (positive = lost skill); "
+    "general ppl = the probe's general-text perplexity (lower is better)."
+)
+
+
+def _html_table(header: list[str], rows: list[list[str]], title: str | None = None) -> str:
+    if not rows:
+        return ""
+    cells = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(x)}</td>" for x in r) + "</tr>" for r in rows)
+    return (f"<h2>{html.escape(title)}</h2>" if title else "") + f"<table><tr>{cells}</tr>{body}</table>"
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def compare_json(result: CompareResult) -> dict[str, Any]:
+    """Everything the report shows, every example included, as plain JSON."""
+    return {
         "recipe": result.recipe,
         "base_probe": result.base_probe,
         "candidates": [
@@ -113,21 +184,29 @@ def write_report(result: CompareResult, out_dir: Path) -> None:
             for c in result.candidates
         ],
     }
-    (out_dir / "compare.json").write_text(json.dumps(data, indent=2, default=str))
-    md = [f"# attune compare: {result.recipe}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    md += ["| " + " | ".join(r) + " |" for r in rows]
-    md += ["", "Forgetting = mean drop of the general-skills probe against the base model (positive = lost skill).", ""]
+
+
+def markdown(result: CompareResult) -> str:
+    header, rows = table_rows(result)
+    md = [f"# attune compare: {result.recipe}", "", *_md_table(header, rows), "", FORGETTING_NOTE, ""]
+    probe_header, probe_table = probe_rows(result)
+    if probe_table:
+        md += ["## General-skills probe", "", *_md_table(probe_header, probe_table), ""]
     for c in result.candidates:
         bad = failures(c)
         if bad:
             md += [f"## Failed examples: {c.name}", ""]
             md += [f"- **{b['task']}** predicted `{b['prediction'][:120]}`, expected `{b['reference'][:120]}`" for b in bad]
             md.append("")
-    (out_dir / "report.md").write_text("\n".join(md))
-    images = plots(result)
-    cells = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(x)}</td>" for x in r) + "</tr>" for r in rows)
-    figs = "".join(f'<h2>{html.escape(k)}</h2><img alt="{k}" src="data:image/png;base64,{v}">' for k, v in images.items())
+    return "\n".join(md)
+
+
+def html_page(result: CompareResult) -> str:
+    """A self-contained page: tables, PNG plots inlined as base64, failed examples."""
+    header, rows = table_rows(result)
+    figs = "".join(
+        f'<h2>{html.escape(k)}</h2><img alt="{html.escape(k)}" src="data:image/png;base64,{v}">' for k, v in plots(result).items()
+    )
     fails = ""
     for c in result.candidates:
         items = "".join(
@@ -136,9 +215,17 @@ def write_report(result: CompareResult, out_dir: Path) -> None:
         )
         if items:
             fails += f"<h3>{html.escape(c.name)}</h3><ul>{items}</ul>"
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>attune compare: {html.escape(result.recipe)}</title>
+    title = html.escape(f"attune compare: {result.recipe}")
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
 <style>{STYLE}</style>
-</head><body><h1>attune compare: {html.escape(result.recipe)}</h1><table><tr>{cells}</tr>{body}</table>
-<p>Forgetting = mean drop of the general-skills probe against the base model (positive = lost skill).</p>
+</head><body><h1>{title}</h1>{_html_table(header, rows)}
+<p>{html.escape(FORGETTING_NOTE)}</p>{_html_table(*probe_rows(result), "General-skills probe")}
 {figs}<h2>Failed examples</h2>{fails or "<p>none</p>"}</body></html>"""
-    (out_dir / "report.html").write_text(page)
+
+
+def write_report(result: CompareResult, out_dir: Path) -> None:
+    """compare.json, report.md and report.html into `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "compare.json").write_text(json.dumps(compare_json(result), indent=2, default=str))
+    (out_dir / "report.md").write_text(markdown(result))
+    (out_dir / "report.html").write_text(html_page(result))

@@ -3,12 +3,14 @@
 generate: greedy batched generation -> extraction -> metrics.
 choice: log-likelihood of each option after the context, `acc` and `acc_norm` (normalised by
 the option's byte length), as lm-evaluation-harness scores multiple choice.
-perplexity: token loss over raw text -> loss, perplexity and bits per byte.
+perplexity: log-likelihood of every token of raw text (rolling windows) -> loss, token / word /
+byte perplexity and bits per byte, as lm-evaluation-harness computes them.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,18 +79,56 @@ def _hf(generator: Generator, kind: str):
     return model, tokenizer
 
 
+def _encode(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def prefix_token(tokenizer) -> int:
+    """The token a text is conditioned on when nothing precedes it: BOS, else EOS (lm-eval's rule)."""
+    return tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+
+
+def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """Token ids of (context, continuation), split the way lm-evaluation-harness splits them.
+
+    Trailing whitespace of the context moves to the continuation (a tokenizer glues a space to
+    the next word, so " Paris" must be scored as the model would write it); the whole text is
+    tokenized once and cut at the context's length, so the continuation's tokens are the ones
+    the model would produce after that context. An empty context becomes the prefix token.
+    """
+    n = len(context) - len(context.rstrip())
+    if n:
+        context, continuation = context[:-n], context[-n:] + continuation
+    if not context:
+        return [prefix_token(tokenizer)], _encode(tokenizer, continuation)
+    ctx = _encode(tokenizer, context)
+    return ctx, _encode(tokenizer, context + continuation)[len(ctx) :]
+
+
 @torch.no_grad()
-def _continuation_logprob(model, tokenizer, context: str, continuation: str) -> float:
-    ctx = tokenizer(context, add_special_tokens=False)["input_ids"]
-    whole = tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
-    # lm-eval splits at the context's token boundary the same way: the continuation is what whole adds
-    cont = whole[len(ctx) :] if whole[: len(ctx)] == ctx else tokenizer(continuation, add_special_tokens=False)["input_ids"]
-    ids = torch.tensor([ctx + cont], device=model.device)
-    logits = model(input_ids=ids).logits[0, len(ctx) - 1 : -1].float()
-    return float(torch.log_softmax(logits, -1).gather(1, torch.tensor(cont, device=model.device)[:, None]).sum())
+def continuation_logprobs(model, tokenizer, context: str, continuations: list[str]) -> list[float]:
+    """Sum of log P(continuation tokens | context) for each continuation, in one right-padded batch."""
+    pairs = [encode_pair(tokenizer, context, c) for c in continuations]
+    seqs = [ctx + cont for ctx, cont in pairs]
+    width = max(map(len, seqs)) - 1
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = torch.tensor([s[:-1] + [pad] * (width - len(s) + 1) for s in seqs], device=model.device)  # (B, T)
+    mask = torch.tensor([[1] * (len(s) - 1) + [0] * (width - len(s) + 1) for s in seqs], device=model.device)
+    logps = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)  # (B, T, V)
+    out = []
+    for row, (ctx, cont) in enumerate(pairs):
+        positions = torch.arange(len(ctx) - 1, len(ctx) - 1 + len(cont), device=model.device)
+        out.append(float(logps[row, positions, torch.tensor(cont, device=model.device)].sum()))
+    return out
 
 
 def run_choice(generator: Generator, task: Task, strategy: Strategy) -> TaskResult:
+    """Pick the option with the highest log-likelihood (`acc`) or per-character log-likelihood (`acc_norm`).
+
+    Both follow lm-evaluation-harness 0.4: `acc_norm` divides by the option's length in
+    characters, and the text between context and option is `choice_prefix` (" " by default, ""
+    when the prompt is a chat rendered with the model's chat template, as lm-eval does).
+    """
     model, tokenizer = _hf(generator, "choice")
     render = generator.render
     start = time.perf_counter()
@@ -98,9 +138,12 @@ def run_choice(generator: Generator, task: Task, strategy: Strategy) -> TaskResu
     for ex in task.examples:
         prompt = strategy.build(ex["query"], ex).prompt
         context = render(prompt)
-        logps = [_continuation_logprob(model, tokenizer, context, task.spec.choice_prefix + c) for c in ex["choices"]]
-        norms = [lp / max(1, len((task.spec.choice_prefix + c).encode())) for lp, c in zip(logps, ex["choices"])]
-        pick, pick_norm = int(max(range(len(logps)), key=logps.__getitem__)), int(max(range(len(norms)), key=norms.__getitem__))
+        delimiter = task.spec.choice_prefix
+        if delimiter is None:
+            delimiter = "" if isinstance(prompt, list) and getattr(tokenizer, "chat_template", None) else " "
+        logps = continuation_logprobs(model, tokenizer, context, [delimiter + c for c in ex["choices"]])
+        norms = [lp / max(1, len(c)) for lp, c in zip(logps, ex["choices"])]
+        pick, pick_norm = _argmax(logps), _argmax(norms)
         acc += pick == ex["label"]
         acc_norm += pick_norm == ex["label"]
         rows.append({"sent": context, "prediction": ex["choices"][pick], "reference": ex["reference"],
@@ -112,27 +155,64 @@ def run_choice(generator: Generator, task: Task, strategy: Strategy) -> TaskResu
     return TaskResult(task.name, "choice", {"acc": acc / n, "acc_norm": acc_norm / n}, rows, seconds, 0.0, seconds / n)
 
 
+def _argmax(values: list[float]) -> int:
+    """Index of the largest value; the first one on ties (numpy's argmax, which lm-eval uses)."""
+    return max(range(len(values)), key=lambda i: (values[i], -i))
+
+
+def rolling_windows(ids: list[int], prefix: int, max_length: int) -> list[tuple[list[int], list[int]]]:
+    """(model input, tokens predicted by its last positions) pairs that score every token of `ids` once.
+
+    The first window predicts the first token from `prefix`; each later window predicts the next
+    up-to-`max_length` tokens with as much preceding text as fits (lm-eval's rolling
+    log-likelihood with context_len=1), so long texts are scored with full context, not cut off.
+    """
+    full = [prefix, *ids]
+    out, done = [], 0
+    while done < len(ids):
+        end = min(len(ids), done + max_length)
+        out.append((full[max(0, end - max_length) : end], ids[done:end]))
+        done = end
+    return out
+
+
 @torch.no_grad()
-def run_perplexity(generator: Generator, task: Task, max_length: int = 1024) -> TaskResult:
+def run_perplexity(generator: Generator, task: Task) -> TaskResult:
+    """Log-likelihood of every token of each text: loss, token / word / byte perplexity, bits per byte.
+
+    Word and byte counts are lm-eval's (words = pieces between whitespace runs, bytes = UTF-8), so
+    `word_perplexity`, `byte_perplexity` and `bits_per_byte` are comparable with its numbers.
+    """
     model, tokenizer = _hf(generator, "perplexity")
     start = time.perf_counter()
-    nll, tokens, nbytes = 0.0, 0, 0
+    nll, tokens, nbytes, nwords = 0.0, 0, 0, 0
     rows = []
+    was_training = model.training
+    model.eval()
     for ex in task.examples:
-        ids = tokenizer(ex["text"], add_special_tokens=False)["input_ids"][:max_length]
-        if len(ids) < 2:
+        ids = _encode(tokenizer, ex["text"])
+        if not ids:
             continue
-        t = torch.tensor([ids], device=model.device)
-        logits = model(input_ids=t).logits[0, :-1].float()
-        loss = float(torch.nn.functional.cross_entropy(logits, t[0, 1:], reduction="sum"))
-        nll += loss
-        tokens += len(ids) - 1
-        nbytes += len(tokenizer.decode(ids[1:]).encode())
-        rows.append({"prediction": "", "reference": ex["text"][:200], "scores": {"loss": loss / (len(ids) - 1)}})
+        text_nll = 0.0
+        for window, targets in rolling_windows(ids, prefix_token(tokenizer), task.spec.max_length):
+            logits = model(input_ids=torch.tensor([window], device=model.device)).logits[0, -len(targets) :].float()
+            target = torch.tensor(targets, device=model.device)
+            text_nll += float(torch.nn.functional.cross_entropy(logits, target, reduction="sum"))
+        nll += text_nll
+        tokens += len(ids)
+        nbytes += len(ex["text"].encode("utf-8"))
+        nwords += len(re.split(r"\s+", ex["text"]))
+        rows.append({"prediction": "", "reference": ex["text"][:200], "scores": {"loss": text_nll / len(ids)}})
+    model.train(was_training)
     if tokens == 0:
-        raise AttuneError(f"task {task.name!r}: no text long enough to score")
-    loss = nll / tokens
-    metrics = {"loss": loss, "perplexity": math.exp(loss), "bits_per_byte": nll / (math.log(2) * nbytes)}
+        raise AttuneError(f"task {task.name!r}: every text is empty")
+    metrics = {
+        "loss": nll / tokens,
+        "perplexity": math.exp(nll / tokens),
+        "word_perplexity": math.exp(nll / nwords),
+        "byte_perplexity": math.exp(nll / nbytes),
+        "bits_per_byte": nll / (math.log(2) * nbytes),
+    }
     return TaskResult(task.name, "perplexity", metrics, rows, time.perf_counter() - start)
 
 

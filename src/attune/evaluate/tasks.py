@@ -22,7 +22,7 @@ from pydantic import Field, ValidationError
 
 from attune.config import StrictModel
 from attune.errors import AttuneError
-from attune.evaluate.metrics import get_metric
+from attune.evaluate.metrics import REFERENCE_CHECKS, get_metric
 from attune.prompting.extraction import EXTRACTORS
 
 
@@ -43,7 +43,10 @@ class TaskSpec(StrictModel):
     template: str = Field("{input}", description="how a text input becomes the user message")
     max_new_tokens: int = Field(64, gt=0)
     limit: int | None = Field(None, gt=0, description="use only the first N examples")
-    choice_prefix: str = Field(" ", description="text between the context and each option (choice)")
+    choice_prefix: str | None = Field(
+        None, description="text between the context and each option (choice); default ' ', or '' after a chat template (as lm-eval)"
+    )
+    max_length: int = Field(1024, gt=1, description="perplexity: tokens per scoring window (longer texts roll over windows)")
 
     model_config = {**StrictModel.model_config, "populate_by_name": True}
 
@@ -130,4 +133,11 @@ def load_task(path: str | Path) -> Task:
     if not rows:
         raise AttuneError(f"{file}: task {spec.name!r} has no examples ({data} is empty)")
     examples = [_example(spec, row, f"{data}:{n}") for n, row in rows]
+    for name in spec.metrics:
+        if name in REFERENCE_CHECKS:
+            for (n, _), ex in zip(rows, examples):
+                try:
+                    REFERENCE_CHECKS[name](ex["reference"])
+                except AttuneError as exc:
+                    raise AttuneError(f"{data}:{n}: {exc}") from None
     return Task(spec, examples[: spec.limit] if spec.limit else examples, file)
