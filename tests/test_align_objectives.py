@@ -13,6 +13,7 @@ import torch
 import yaml
 from accelerate import Accelerator
 
+from align_fixtures import one_thread  # noqa: F401  (autouse)
 from attune.align import rewards
 from attune.errors import AttuneError
 from attune.train.context import ObjectiveContext
@@ -25,15 +26,6 @@ TARGET = range(8, 16)  # the "target tokens" the test reward pays for
 def target_tokens(prompts, completions, completion_ids, **_):
     """Share of reply tokens in TARGET: a policy that samples them more often earns more."""
     return [sum(t in TARGET for t in ids) / max(len(ids), 1) for ids in completion_ids]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models are dominated by per-op overhead, which a second thread only adds to on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _small_vocab_model(seed: int = 0):
@@ -269,3 +261,13 @@ def test_dpo_stage_logs_margins_and_accuracies_and_trains_only_the_adapter(tmp_p
     final = rows[-1]
     assert final["eval_reward_accuracy"] == 1.0 and final["eval_reward_margin"] > 0
     assert out.summary["train_examples"] + out.summary["val_examples"] == 24  # the chosen == rejected row was dropped
+
+
+@pytest.mark.parametrize("name", ["align-dpo", "align-ppo", "align-grpo"])
+def test_builtin_alignment_recipes_validate(name):
+    from attune.recipe import load_recipe
+
+    recipe = load_recipe(f"builtin:recipes/{name}")
+    assert recipe.stages[-1].objective == name.removeprefix("align-")
+    if name == "align-grpo":
+        assert rewards.load_reward_function(recipe.stages[-1].train.reward_function) is rewards.house_style
