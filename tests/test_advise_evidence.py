@@ -94,3 +94,14 @@ def test_evidence_on_the_builtin_scenario(tmp_path):
     assert ev["verdict"].startswith(("confirmed", "overturned"))
     lora = next(m for m in ev["measured"] if m["method"] == "lora")
     assert lora["cost"]["train_seconds"] > 0 and lora["rule_rank"] == 1
+
+
+def test_rag_candidates_take_the_recipes_documents():
+    advice = advise(load_situation("builtin:scenarios/northwind-support"))
+    assert advice.top.method.id == "rag"
+    recipe, skipped, methods = evidence_recipe(advice, load_recipe("builtin:scenarios/recipes/northwind-support"), 3, None)
+    rag = next(c for c in recipe.compare if c.name == "rag")
+    assert (rag.strategy, rag.index, rag.k) == ("rag", "builtin:corpora/northwind", 3)
+    assert methods[:2] == ["rag", "zero-shot"] and recipe.evaluate.forgetting == "builtin:general-probe"
+    cpt = next(s for s in recipe.stages if s.objective == "cpt")
+    assert cpt.start == "base" and cpt.sources[0].path == "builtin:corpora/northwind"

@@ -61,12 +61,13 @@ def _stage_of(recipe: Recipe, objective: str):
     return next((s for s in recipe.stages if s.objective == objective), None)
 
 
-def _rag_index(recipe: Recipe) -> str | None:
-    given = next((c.index for c in recipe.compare if c.strategy == "rag" and c.index), None)
+def _rag_options(recipe: Recipe) -> dict[str, Any] | None:
+    """The recipe's own `rag` candidate settings (index, k), else its cpt stage's documents."""
+    given = next((c for c in recipe.compare if c.strategy == "rag" and c.index), None)
     if given:
-        return given
+        return {k: v for k, v in given.model_dump(exclude_none=True).items() if k in ("index", "k")}
     cpt = _stage_of(recipe, "cpt")
-    return cpt.sources[0].path if cpt and cpt.sources else None
+    return {"index": cpt.sources[0].path} if cpt and cpt.sources else None
 
 
 def _adapter(method: str, template: dict[str, Any] | None) -> dict[str, Any]:
@@ -92,11 +93,11 @@ def candidate_for(method: str, recipe: Recipe) -> tuple[dict[str, Any] | None, d
     needs_rag = method in ("rag", "rag+lora")
     if needs_rag and importlib.util.find_spec("attune.rag") is None:
         return None, None, "the rag strategy is not installed in this build"
-    index = _rag_index(recipe) if needs_rag else None
-    if needs_rag and index is None:
+    rag = _rag_options(recipe) if needs_rag else None
+    if needs_rag and rag is None:
         return None, None, "the recipe names no documents (a `rag` candidate's index or a cpt stage's data)"
     if method == "rag":
-        return None, {"name": method, "strategy": "rag", "index": index}, ""
+        return None, {"name": method, "strategy": "rag", **rag}, ""
     objective = OBJECTIVE_OF.get(method, "sft")
     if objective not in OBJECTIVES:
         return None, None, f"objective {objective!r} is not available in this build"
@@ -111,7 +112,7 @@ def candidate_for(method: str, recipe: Recipe) -> tuple[dict[str, Any] | None, d
             stage["train"] = {**stage.get("train", {}), "lr": FULL_FT_LR}
     cand: dict[str, Any] = {"name": method, "stage": stage["name"]}
     if method == "rag+lora":
-        cand.update(strategy="rag", index=index)
+        cand.update(strategy="rag", **rag)
     return stage, cand, ""
 
 
