@@ -1,0 +1,104 @@
+"""The replay plot: what continued pretraining gained on the domain against what it cost in general.
+
+Drawn by the report when a compare scores `cpt` stages of the run on two perplexity tasks: the
+first perplexity task in `evaluate.tasks` is the domain, the last one is general text (as in
+builtin:recipes/cpt-replay). Each cpt stage is a point: y = domain gain (base loss - stage loss,
+nats per token), x = general loss increase (stage loss - base loss) in the left panel and the
+forgetting probe's drop in the right one. Marker shape is the adapter shape (LoRA vs full), colour
+is replay or not; an arrow joins a stage without replay to its replay twin of the same shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass(frozen=True)
+class ReplayPoint:
+    stage: str
+    adapter: str
+    replay: bool
+    domain_gain: float
+    general_increase: float
+    forgetting: float | None
+
+
+def _stage_of(candidate: Any) -> str | None:
+    """The run stage a candidate's weights come from (…/stages/<stage>/adapter or …/model), if any."""
+    path = candidate.adapter or candidate.model
+    p = Path(str(path))
+    return p.parent.name if p.parent.parent.name == "stages" else None
+
+
+def _loss(candidate: Any, task: str) -> float | None:
+    return next((t.metrics.get("loss") for t in candidate.tasks if t.task == task), None)
+
+
+def replay_points(result: Any) -> list[ReplayPoint]:
+    """One point per compared cpt stage; empty when the compare is not a replay experiment."""
+    from attune.evaluate.report import forgetting
+
+    recipe_file = Path(result.run_dir) / "recipe.yaml"
+    if not result.candidates or not recipe_file.is_file():
+        return []
+    stages = {s.get("name"): s for s in yaml.safe_load(recipe_file.read_text()).get("stages", [])}
+    perplexity = [t.task for t in result.candidates[0].tasks if t.kind == "perplexity"]
+    base = next((c for c in result.candidates if c.adapter is None and _stage_of(c) is None), None)
+    if len(perplexity) < 2 or base is None:
+        return []
+    domain, general = perplexity[0], perplexity[-1]
+    points = []
+    for c in result.candidates:
+        stage = stages.get(_stage_of(c))
+        if not stage or stage.get("objective") != "cpt":
+            continue
+        adapter = (stage.get("adapter") or {}).get("type", "lora")
+        points.append(ReplayPoint(
+            stage=stage["name"], adapter=adapter, replay=stage.get("replay") is not None,
+            domain_gain=_loss(base, domain) - _loss(c, domain),
+            general_increase=_loss(c, general) - _loss(base, general),
+            forgetting=forgetting(c, result.base_probe),
+        ))
+    return points
+
+
+def replay_plots(result: Any) -> dict[str, str]:
+    """{title: base64 PNG} for the report; nothing when there are no cpt stages to compare."""
+    points = replay_points(result)
+    if not points:
+        return {}
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from attune.evaluate.report import _png
+
+    panels = [("general loss increase (nats/token, held-out general text)", "general_increase")]
+    if any(p.forgetting is not None for p in points):
+        panels.append(("forgetting (probe drop vs base)", "forgetting"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, (label, field) in zip(axes[0], panels):
+        drawn = [p for p in points if getattr(p, field) is not None]
+        for p in drawn:
+            x = getattr(p, field)
+            ax.scatter(x, p.domain_gain, marker="o" if p.adapter != "full" else "s", s=60,
+                       color="#2A9D58" if p.replay else "#C8423B", label=f"{p.adapter}{' + replay' if p.replay else ''}")
+            ax.annotate(f"{p.stage}\n({x:+.3f}, {p.domain_gain:+.3f})", (x, p.domain_gain), fontsize=7,
+                        xytext=(5, 4), textcoords="offset points")
+        for a in drawn:
+            twin = next((b for b in drawn if b.replay and not a.replay and b.adapter == a.adapter), None)
+            if twin is not None:
+                ax.annotate("", (getattr(twin, field), twin.domain_gain), (getattr(a, field), a.domain_gain),
+                            arrowprops={"arrowstyle": "->", "color": "#888888"})
+        ax.axvline(0, color="#bbbbbb", linewidth=0.8)
+        ax.set_xlabel(label)
+        ax.set_ylabel("domain gain (base loss - stage loss, nats/token)")
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle("continued pretraining: domain gain vs what was lost, with and without replay")
+    fig.tight_layout()
+    return {"replay: domain gain vs general loss": _png(fig)}
