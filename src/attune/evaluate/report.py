@@ -96,6 +96,9 @@ def plots(result: CompareResult) -> dict[str, str]:
         series = training_series(rows)
         if series:
             out[f"training: {stage}"] = _png(_curves_figure(plt, stage, series))
+    from attune.evaluate.replay_plot import replay_plots
+
+    out.update(replay_plots(result))  # cpt stages with/without replay: domain gain vs what was lost
     return out
 
 
