@@ -105,3 +105,26 @@ def test_rag_candidates_take_the_recipes_documents():
     assert methods[:2] == ["rag", "zero-shot"] and recipe.evaluate.forgetting == "builtin:general-probe"
     cpt = next(s for s in recipe.stages if s.objective == "cpt")
     assert cpt.start == "base" and cpt.sources[0].path == "builtin:corpora/northwind"
+
+
+
+def test_rl_and_distill_candidates_bring_the_stages_they_name():
+    ppo = advise(Situation(goal="behaviour", preference_pairs=200, reward_function=True, prompts=200,
+                           model="builtin:smollm2-135m-instruct"))
+    assert ppo.top.method.id == "rm-ppo"
+    from attune.builtin import builtin_path
+
+    spec = yaml.safe_load(builtin_path("builtin:recipes/align-ppo").read_text()) | {"evaluate": {"tasks": ["builtin:tickets"]}}
+    recipe, _, _ = evidence_recipe(ppo, parse_recipe(spec), top=1, max_examples=4)
+    stages = {s.name: s for s in recipe.stages}
+    assert list(stages) == ["reward", "advise-rm-ppo"]
+    assert stages["advise-rm-ppo"].objective == "ppo" and stages["advise-rm-ppo"].reward_model == "reward"
+    assert all(s.start == "base" for s in recipe.stages)
+    spec = yaml.safe_load(builtin_path("builtin:recipes/align-grpo").read_text()) | {"evaluate": {"tasks": ["builtin:tickets"]}}
+    recipe, _, _ = evidence_recipe(ppo, parse_recipe(spec), top=1, max_examples=4)
+    assert [s.objective for s in recipe.stages] == ["grpo"]  # a Python reward: nothing else to train
+    slow = advise(Situation(goal="task", labelled_examples=300, latency_ms=100, model="builtin:smollm2-135m-instruct"))
+    assert slow.top.method.id == "distill" and "truncated to 12 layers" in slow.top.cost.shape.name
+    recipe, _, _ = evidence_recipe(slow, load_recipe("builtin:recipes/distill-tickets"), top=1, max_examples=4)
+    assert [(s.name, s.objective) for s in recipe.stages] == [("teacher", "sft"), ("advise-distill", "distill")]
+    assert recipe.stage("advise-distill").teacher == "teacher"

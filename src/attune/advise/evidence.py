@@ -30,7 +30,7 @@ from attune.recipe import Recipe, parse_recipe
 FORGETTING_WEIGHT = {"low": 2.0, "medium": 1.0, "high": 0.25}
 FULL_FT_LR = 1e-5  # full fine-tuning wants ~10x below LoRA's 2e-4 (Biderman et al. 2024 sweep 1e-5..2e-5)
 ADAPTER_OF = {"lora": "lora", "multi-lora": "lora", "rag+lora": "lora", "qlora": "qlora", "full-ft": "full", "peft-small": "ia3"}
-OBJECTIVE_OF = {"cpt-replay": "cpt", "dpo": "dpo", "rm-ppo": "ppo", "distill": "distill"}
+OBJECTIVE_OF = {"cpt-replay": ("cpt",), "dpo": ("dpo",), "rm-ppo": ("grpo", "ppo"), "distill": ("distill",)}
 
 
 @dataclass
@@ -78,32 +78,38 @@ def _adapter(method: str, template: dict[str, Any] | None) -> dict[str, Any]:
     return {"type": kind}
 
 
-def candidate_for(method: str, recipe: Recipe) -> tuple[dict[str, Any] | None, dict[str, Any] | None, str]:
-    """(stage to train or None, compare candidate, why not measurable when the candidate is None)."""
+def candidate_for(method: str, recipe: Recipe) -> tuple[list[dict[str, Any]], dict[str, Any] | None, str]:
+    """(stages to train, compare candidate, why not measurable when the candidate is None).
+
+    A copied stage that names another stage of the recipe (a PPO reward model, a distillation
+    teacher) brings that stage along, so the copy runs as it would in the recipe.
+    """
     from attune.train.objectives import OBJECTIVES
 
     if method == "zero-shot":
-        return None, {"name": method, "strategy": "zero-shot"}, ""
+        return [], {"name": method, "strategy": "zero-shot"}, ""
     if method == "few-shot":
         sft = _stage_of(recipe, "sft")
         pool = sft.sources[0].path if sft and sft.sources else None
         if pool is None:
-            return None, None, "the recipe has no sft stage whose data could be the example pool"
-        return None, {"name": method, "strategy": "few-shot", "k": 4, "selection": "similarity", "pool": pool}, ""
+            return [], None, "the recipe has no sft stage whose data could be the example pool"
+        return [], {"name": method, "strategy": "few-shot", "k": 4, "selection": "similarity", "pool": pool}, ""
     needs_rag = method in ("rag", "rag+lora")
     if needs_rag and importlib.util.find_spec("attune.rag") is None:
-        return None, None, "the rag strategy is not installed in this build"
+        return [], None, "the rag strategy is not installed in this build"
     rag = _rag_options(recipe) if needs_rag else None
     if needs_rag and rag is None:
-        return None, None, "the recipe names no documents (a `rag` candidate's index or a cpt stage's data)"
+        return [], None, "the recipe names no documents (a `rag` candidate's index or a cpt stage's data)"
     if method == "rag":
-        return None, {"name": method, "strategy": "rag", **rag}, ""
-    objective = OBJECTIVE_OF.get(method, "sft")
-    if objective not in OBJECTIVES:
-        return None, None, f"objective {objective!r} is not available in this build"
-    template = _stage_of(recipe, objective)
+        return [], {"name": method, "strategy": "rag", **rag}, ""
+    objectives = [o for o in OBJECTIVE_OF.get(method, ("sft",)) if o in OBJECTIVES]
+    template = next((t for t in map(lambda o: _stage_of(recipe, o), objectives) if t is not None), None)
     if template is None:
-        return None, None, f"the recipe has no {objective} stage to take the data from"
+        wanted = " or ".join(OBJECTIVE_OF.get(method, ("sft",)))
+        return [], None, f"the recipe has no {wanted} stage to take the data from"
+    names = {s.name for s in recipe.stages}
+    deps = [recipe.stage(ref).model_dump(mode="json", exclude_none=True) | {"start": "base"}
+            for ref in (template.reward_model, template.teacher) if ref in names]
     stage = template.model_dump(mode="json", exclude_none=True)
     stage.update(name=f"advise-{method}".replace("+", "-"), start="base")
     if method in ADAPTER_OF:
@@ -113,7 +119,7 @@ def candidate_for(method: str, recipe: Recipe) -> tuple[dict[str, Any] | None, d
     cand: dict[str, Any] = {"name": method, "stage": stage["name"]}
     if method == "rag+lora":
         cand.update(strategy="rag", **rag)
-    return stage, cand, ""
+    return [*deps, stage], cand, ""
 
 
 def evidence_recipe(advice: Advice, recipe: Recipe, top: int, max_examples: int | None) -> tuple[Recipe, dict[str, str], list[str]]:
@@ -122,14 +128,13 @@ def evidence_recipe(advice: Advice, recipe: Recipe, top: int, max_examples: int 
     for opt in advice.ranked:
         if len(methods) >= top:
             break
-        stage, cand, why = candidate_for(opt.method.id, recipe)
+        needed, cand, why = candidate_for(opt.method.id, recipe)
         if cand is None:
             skipped[opt.method.id] = why
             continue
         methods.append(opt.method.id)
         candidates.append(cand)
-        if stage:
-            stages.append(stage)
+        stages += [st for st in needed if st["name"] not in {x["name"] for x in stages}]
     if "zero-shot" not in methods:
         methods.append("zero-shot")
         candidates.insert(0, {"name": "zero-shot", "strategy": "zero-shot"})

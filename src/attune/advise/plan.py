@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from attune.advise.costs import MemoryEstimate, QueryCost, TimeEstimate, TrainSetup, estimate_memory, estimate_time, query_cost
 from attune.advise.hardware import Hardware, get_hardware
 from attune.advise.methods import METHODS, Method
-from attune.advise.shapes import ModelShape, nearest_known, parse_size, resolve_shape
+from attune.advise.shapes import ModelShape, nearest_known, parse_size, resolve_shape, smaller_student
 from attune.advise.situation import Situation
 
 FEW_SHOT_K = 4  # attune's few-shot default
@@ -97,7 +97,7 @@ def _student(s: Situation, teacher: ModelShape | None) -> ModelShape | None:
             return nearest_known(parse_size(s.student))
         except Exception:  # noqa: BLE001  (not a size: a model reference)
             return resolve_shape(s.student, None)
-    return nearest_known(teacher.params / 10) if teacher is not None else None
+    return smaller_student(teacher) if teacher is not None else None
 
 
 def _added_tokens(s: Situation, method: str) -> int:

@@ -146,6 +146,25 @@ def nearest_known(size: float) -> ModelShape:
     return _known_shape(key)
 
 
+def truncated(shape: ModelShape, layers: int) -> ModelShape:
+    """The same model keeping its first `layers` blocks (a distillation student, `distill`'s `student_layers`)."""
+    from dataclasses import replace
+
+    per_layer = (shape.params - shape.embedding_params - shape.head_params - shape.hidden) // shape.layers  # - final norm
+    return replace(shape, name=f"{shape.name} truncated to {layers} layers", layers=layers,
+                   params=shape.params - (shape.layers - layers) * per_layer)
+
+
+def smaller_student(teacher: ModelShape) -> ModelShape:
+    """A default student ~1/10 of the teacher: the nearest smaller known model, else the teacher cut to 2/5 of its layers."""
+    import math
+
+    smaller = [k for k in KNOWN if _known_shape(k).params <= teacher.params / 2]
+    if smaller:
+        return _known_shape(min(smaller, key=lambda k: abs(math.log(_known_shape(k).params / (teacher.params / 10)))))
+    return truncated(teacher, max(1, round(teacher.layers * 0.4)))
+
+
 def resolve_shape(model: str | None, size: str | None) -> ModelShape | None:
     """The shape of `model` (read from its config), else of the known model nearest `size`; None if neither."""
     if model:

@@ -32,7 +32,7 @@ class Situation(StrictModel):
     access: Literal["weights", "api"] = Field("weights", description="open weights, or API-only (prompting only)")
     model: str | None = Field(None, description="model reference (builtin:NAME, a local dir, a hub id, openai:M@URL)")
     model_size: str | None = Field(None, description="parameter count when the config cannot be read, e.g. 7b")
-    student: str | None = Field(None, description="distillation: a smaller open model (reference or size); default ~1/10 size")
+    student: str | None = Field(None, description="distillation: a smaller open model (reference or size); default ~1/10 of the model")
     labelled_examples: int = Field(0, ge=0, description="input -> desired output examples")
     tokens_per_example: int = Field(300, gt=0, description="average tokens of one example (prompt + answer)")
     unlabelled_tokens: int = Field(0, ge=0, description="tokens of domain documents / raw text")
