@@ -6,6 +6,7 @@ import base64
 import json
 from pathlib import Path
 
+import torch
 import yaml
 
 from attune.evaluate.compare import CandidateResult, CompareResult
@@ -94,3 +95,23 @@ def test_no_replay_plot_without_cpt_stages_or_two_perplexity_tasks(tmp_path):
     result = _result(tmp_path, losses, {"base": {}})
     result.candidates = [CandidateResult(c.name, c.model, c.adapter, c.strategy, c.tasks[:1]) for c in result.candidates]
     assert replay_plots(result) == {}
+
+
+def test_cpt_with_lora_can_train_the_embeddings_too(tmp_path, tiny_model_dir):
+    """`modules_to_save: [embed_tokens]` makes the (tied) embedding matrix trainable beside the LoRA weights."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    docs = _texts(tmp_path / "docs.jsonl", [f"Zephyr sensors {i} report humidity. " * 8 for i in range(6)])
+    recipe = {
+        "name": "emb", "model": str(tiny_model_dir), "output_dir": str(tmp_path / "runs"),
+        "stages": [{"objective": "cpt", "data": str(docs), "adapter": {"type": "lora", "r": 4, "modules_to_save": ["embed_tokens"]},
+                    "train": {"max_steps": 1, "lr": 1e-2, "batch_tokens": 256, "max_length": 64, "val_fraction": 0}}],
+    }
+    path = tmp_path / "emb.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    out = stage_output(run_recipe(load_recipe(path), show_progress=False), "cpt")
+    saved = load_file(str(out.adapter / "adapter_model.safetensors"))
+    embedding = next(v for k, v in saved.items() if "embed_tokens" in k)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).model.embed_tokens.weight
+    assert embedding.shape == base.shape and not torch.equal(embedding, base.detach())
