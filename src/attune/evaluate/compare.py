@@ -179,7 +179,9 @@ def run_compare(recipe: Recipe, run_dir: Path | None = None, *, out_dir: Path | 
             task_results.append(run_task(gen, task, strategy, seed=recipe.seed))
             console.print(f"  {name} · {task.name}: {task_results[-1].metrics} ({time.perf_counter() - t0:.0f}s)")
         if probe and key not in probes:
+            t0 = time.perf_counter()
             probes[key] = probe_scores(gen, probe)
+            console.print(f"  {name} · general-skills probe: {probes[key]} ({time.perf_counter() - t0:.0f}s)")
         cost.update(
             prompt_tokens_per_query=round(sum(t.prompt_tokens_per_query for t in task_results) / len(task_results), 1),
             latency_per_query=round(sum(t.latency_per_query for t in task_results) / len(task_results), 3),
