@@ -41,7 +41,8 @@ class Embedder:
 
     def count_tokens(self, text: str) -> int:
         """Word pieces the model sees for `text` (without special tokens): chunk sizes are measured in these."""
-        return len(self.model.tokenizer(text, add_special_tokens=False)["input_ids"])
+        # verbose=False: texts longer than the model reads are expected here (that is why they get cut)
+        return len(self.model.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
 
 def _model_source(name: str) -> str:

@@ -88,21 +88,29 @@ def _sections(text: str, title: str) -> list[tuple[str, list[str]]]:
     return sections
 
 
-def _pieces(paragraph: str, limit: int, count: Callable[[str], int]) -> list[str]:
-    """A paragraph as sentences, and any sentence longer than `limit` tokens as word windows."""
+def _pieces(paragraph: str, limit: int, count: Callable[[str], int]) -> list[tuple[str, int]]:
+    """A paragraph as (sentence, tokens), and any sentence longer than `limit` tokens as word windows.
+
+    A window's size is the sum of its words' token counts: exact for WordPiece (MiniLM splits at
+    whitespace first), close for other tokenizers, and linear rather than quadratic in the sentence.
+    """
     out = []
     for sentence in SENTENCE_END.split(paragraph):
-        if count(sentence) <= limit:
-            out.append(sentence)
+        tokens = count(sentence)
+        if tokens <= limit:
+            out.append((sentence, tokens))
             continue
         window: list[str] = []
+        used = 0
         for word in sentence.split():
-            if window and count(" ".join([*window, word])) > limit:
-                out.append(" ".join(window))
-                window = []
+            n = count(word)
+            if window and used + n > limit:
+                out.append((" ".join(window), used))
+                window, used = [], 0
             window.append(word)
+            used += n
         if window:
-            out.append(" ".join(window))
+            out.append((" ".join(window), used))
     return out
 
 
@@ -125,7 +133,7 @@ def _pack(paragraphs: list[str], budget: int, overlap: int, count: Callable[[str
         sentences, used = carried, sum(t for _, t, _ in carried)
 
     for paragraph in paragraphs:
-        pieces = [(p, count(p)) for p in _pieces(paragraph, budget, count)]
+        pieces = _pieces(paragraph, budget, count)
         whole = sum(t for _, t in pieces)
         if sentences and used + whole > budget and whole <= budget:
             close()
