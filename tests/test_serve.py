@@ -9,6 +9,7 @@ path (`load_generator`) for the base and adapters, PEFT's `add_weighted_adapter`
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import threading
@@ -330,3 +331,35 @@ def test_refuses_non_loopback_without_key(files):
         Server(ServeSettings(model=str(files / "tiny-model"), host="0.0.0.0"))
     with pytest.raises(AttuneError, match="made for another base model"):
         Server(ServeSettings(model=str(files / "tiny-model"), adapters={"w": str(Path(files) / "runtime" / "other-base")}))
+
+
+def test_lru_keeps_at_most_max_adapters_and_never_evicts_a_pinned_one(files, reference, tmp_path):
+    from attune.serve.errors import ServeError
+
+    data = {"billing": ["My invoice shows a double charge", "How long does a refund take?"],
+            "legal": ["Is this clause in the contract enforceable?", "Can they sue me over the terms of service?"]}
+    for name, prompts in data.items():  # route profiles from training data (@file), not descriptions
+        (tmp_path / f"{name}.jsonl").write_text("".join(
+            json.dumps({"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": "ok"}]}) + "\n"
+            for p in prompts))
+    settings = ServeSettings(
+        model=str(files / "tiny-model"), max_adapters=2,
+        adapters={"billing": str(files / "billing"), "legal": str(files / "legal"), "extra": str(files / "runtime" / "extra")},
+        describe={n: f"@{tmp_path / f'{n}.jsonl'}" for n in data}, routes={"support": ["billing", "legal"]})
+    with running(settings) as (url, server):
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        for name in ["billing", "extra", "legal", "billing", "extra"]:
+            out = client.chat.completions.create(model=name, messages=MESSAGES, **GREEDY).choices[0].message.content
+            assert out == reference(name if name != "extra" else "runtime/extra", MESSAGES)
+            assert len(server.registry.resident) <= 2
+        assert server.registry.evictions >= 4
+        routed = client.chat.completions.create(model="route:support", messages=[{"role": "user", "content": "refund my charge"}],
+                                                **GREEDY)
+        assert routed.model_extra["attune"]["adapter"] == "billing"
+        pinned = [server.registry.acquire("billing"), server.registry.acquire("legal")]
+        with pytest.raises(ServeError, match="adapter slots") as info:
+            server.registry.acquire("extra")
+        assert info.value.status == 429
+        for p in pinned:
+            server.registry.release(p)
+        server.registry.release(server.registry.acquire("extra"))

@@ -128,12 +128,12 @@ class Server:
             raise ServeError(400, f"max_tokens {max_tokens} exceeds this server's limit of {s.max_output_tokens} "
                                   "(--max-output-tokens)", "max_tokens", "max_tokens_too_large")
         room = self.context - len(ids)
+        if room < 1:
+            raise ServeError(400, f"prompt ({len(ids)} tokens) fills the model's context of {self.context} tokens", "messages")
         wanted = max_tokens or min(s.max_output_tokens, room)
         if wanted > room:
             raise ServeError(400, f"prompt ({len(ids)} tokens) + max_tokens ({wanted}) exceeds the model's context of "
                                   f"{self.context} tokens", "max_tokens", "context_length_exceeded")
-        if room < 1:
-            raise ServeError(400, f"prompt ({len(ids)} tokens) fills the model's context of {self.context} tokens", "messages")
         params.max_new_tokens = wanted
         return Prepared(ids, params, target)
 

@@ -1,0 +1,218 @@
+"""Serving throughput: `attune serve` (continuous batching) vs a plain one-request-at-a-time transformers loop.
+
+    flock /tmp/attune-heavy.lock python benchmarks/serve.py --repeats 3
+
+Same model (builtin SmolLM2-135M-Instruct, fp32), same prompts (chat requests asking for long
+answers), greedy decoding, the same max_tokens. Tokens counted are the completion tokens each
+side really generated (the engine's greedy output equals `generate`'s, so both write the same).
+
+- attune: `python -m attune serve` in a subprocess with 4 LoRA adapters (r=8 on q/k/v/o, made
+  here with PEFT's default init, so their compute runs but B=0 keeps the text equal to the
+  base's); N closed-loop clients (httpx, asyncio) on 127.0.0.1, each sending its next request
+  when its previous one returns.
+- baseline: `model.generate` on one request at a time (the same LoRA on the model, so both
+  sides pay for one adapter). Its service time per request is measured; its latency at
+  concurrency N is that of a FIFO server handling N closed-loop clients one at a time,
+  computed from those measured service times (it cannot overlap requests).
+- mixed: at the highest concurrency, requests cycle over 4 adapters vs all on one adapter.
+
+Each configuration runs `--repeats` times; the table shows the median of each column.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MODEL = "builtin:smollm2-135m-instruct"
+TOPICS = ["the history of the printing press", "how bridges carry load", "why the sky is blue", "the water cycle",
+          "how vaccines train the immune system", "the rules of chess", "how a CPU executes instructions", "volcanoes"]
+
+
+def messages(i: int) -> list[dict[str, str]]:
+    return [{"role": "user", "content": f"Write a long, detailed essay about {TOPICS[i % len(TOPICS)]}."}]
+
+
+def make_adapters(root: Path, n: int) -> list[Path]:
+    from peft import LoraConfig, get_peft_model
+
+    from attune.models import load_model
+    from attune.models.adapters_io import write_fingerprint
+
+    paths = []
+    for i in range(n):
+        base = load_model(MODEL).model
+        peft = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+        path = root / f"ad{i}"
+        peft.save_pretrained(str(path))
+        write_fingerprint(path, base)
+        paths.append(path)
+    return paths
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def summarize(latencies: list[float], tokens: int, wall: float) -> dict[str, float]:
+    return {"req_s": len(latencies) / wall, "tok_s": tokens / wall, "p50": percentile(latencies, 0.5),
+            "p95": percentile(latencies, 0.95)}
+
+
+# ---- attune serve ----
+def start_server(adapters: list[Path], port: int, max_tokens: int) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "attune", "serve", "-m", MODEL, "--port", str(port), "--max-batch", "16",
+           "--max-queue", "256", "--max-output-tokens", str(max_tokens)]
+    for i, path in enumerate(adapters):
+        cmd += ["-a", f"ad{i}={path}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    import httpx
+
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"attune serve exited: {proc.stderr.read()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    proc.terminate()
+    raise SystemExit("attune serve did not start in 300 s")
+
+
+async def run_clients(port: int, concurrency: int, n: int, models: list[str], max_tokens: int) -> tuple[dict, list[str]]:
+    import httpx
+
+    latencies: list[float] = []
+    outputs: dict[int, str] = {}
+    tokens = 0
+    next_i = 0
+
+    async def worker(http: httpx.AsyncClient) -> None:
+        nonlocal tokens, next_i
+        while next_i < n:
+            i = next_i
+            next_i += 1
+            body = {"model": models[i % len(models)], "messages": messages(i), "max_tokens": max_tokens, "temperature": 0}
+            t0 = time.perf_counter()
+            r = await http.post("/v1/chat/completions", json=body)
+            latencies.append(time.perf_counter() - t0)
+            r.raise_for_status()
+            data = r.json()
+            tokens += data["usage"]["completion_tokens"]
+            outputs[i] = data["choices"][0]["message"]["content"]
+
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=600) as http:
+        t0 = time.perf_counter()
+        await asyncio.gather(*[worker(http) for _ in range(concurrency)])
+        wall = time.perf_counter() - t0
+    return summarize(latencies, tokens, wall), [outputs[i] for i in range(n)]
+
+
+# ---- baseline ----
+def baseline_service_times(adapter: Path, n_prompts: int, max_tokens: int) -> tuple[list[float], list[int], list[str]]:
+    import torch
+
+    from attune.models import load_model
+    from attune.models.adapters_io import load_adapter
+
+    loaded = load_model(MODEL)
+    model = load_adapter(loaded.model, adapter).eval()
+    tok = loaded.tokenizer
+    times, counts, texts = [], [], []
+    for i in range(n_prompts + 1):  # the first is a warm-up
+        text = tok.apply_chat_template(messages(i), tokenize=False, add_generation_prompt=True)
+        enc = tok(text, return_tensors="pt", add_special_tokens=False)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(**enc, max_new_tokens=max_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
+        elapsed = time.perf_counter() - t0
+        new = out[0, enc["input_ids"].shape[1]:]
+        if i:
+            times.append(elapsed)
+            counts.append(len(new))  # batch of one: no padding; an EOS counts, as in the server's usage
+            texts.append(tok.decode(new, skip_special_tokens=True))
+    return times, counts, texts
+
+
+def fifo(service: list[float], counts: list[int], concurrency: int, n: int) -> dict[str, float]:
+    """Latency and throughput of a one-at-a-time server under `concurrency` closed-loop clients."""
+    submit = [0.0] * min(concurrency, n)
+    done, latencies, clock, tokens = [], [], 0.0, 0
+    for j in range(n):
+        s = service[j % len(service)]
+        arrival = submit[j] if j < len(submit) else done[j - concurrency]
+        clock = max(clock, arrival) + s
+        done.append(clock)
+        latencies.append(clock - arrival)
+        tokens += counts[j % len(counts)]
+    return summarize(latencies, tokens, clock)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--concurrency", default="1,4,16")
+    ap.add_argument("--max-tokens", type=int, default=48)
+    ap.add_argument("--requests", type=int, default=2, help="requests per client at each concurrency (at least 8 in all)")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    import torch
+
+    print(f"torch threads: {torch.get_num_threads()}, cores: {os.cpu_count()}, max_tokens {args.max_tokens}, "
+          f"repeats {args.repeats} (medians shown)")
+    with tempfile.TemporaryDirectory() as tmp:
+        adapters = make_adapters(Path(tmp), 4)
+        rows: dict[str, list[dict]] = {}
+        n_of = {c: max(8, args.requests * c) for c in levels}
+        top = max(levels)
+        for _ in range(args.repeats):
+            service, counts, base_texts = baseline_service_times(adapters[0], len(TOPICS), args.max_tokens)
+            for c in levels:
+                rows.setdefault(f"baseline c={c}", []).append(fifo(service, counts, c, n_of[c]))
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = start_server(adapters, port, args.max_tokens)
+        try:
+            asyncio.run(run_clients(port, 1, 2, ["ad0"], args.max_tokens))  # warm-up
+            same = 0
+            for _ in range(args.repeats):
+                for c in levels:
+                    stats, texts = asyncio.run(run_clients(port, c, n_of[c], ["ad0"], args.max_tokens))
+                    rows.setdefault(f"attune c={c}", []).append(stats)
+                    same += sum(t == base_texts[i % len(TOPICS)] for i, t in enumerate(texts))
+                stats, _ = asyncio.run(run_clients(port, top, n_of[top], ["ad0", "ad1", "ad2", "ad3"], args.max_tokens))
+                rows.setdefault(f"attune c={top} 4 adapters", []).append(stats)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+    total = args.repeats * sum(n_of.values())
+    med = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in rows.items()}
+    print("\n| run | requests | req/s | tokens/s | p50 latency s | p95 latency s | tokens/s vs baseline |")
+    print("|---|---|---|---|---|---|---|")
+    for c in levels:
+        for key in (f"baseline c={c}", f"attune c={c}"):
+            m = med[key]
+            ratio = m["tok_s"] / med[f"baseline c={c}"]["tok_s"]
+            print(f"| {key} | {n_of[c]} | {m['req_s']:.2f} | {m['tok_s']:.1f} | {m['p50']:.2f} | {m['p95']:.2f} | {ratio:.2f}x |")
+    mixed, single = med[f"attune c={top} 4 adapters"], med[f"attune c={top}"]
+    print(f"| attune c={top}, 4 adapters mixed | {n_of[top]} | {mixed['req_s']:.2f} | {mixed['tok_s']:.1f} | {mixed['p50']:.2f} "
+          f"| {mixed['p95']:.2f} | {mixed['tok_s'] / med[f'baseline c={top}']['tok_s']:.2f}x |")
+    print(f"\nmixed 4 adapters / single adapter tokens/s at c={top}: {mixed['tok_s'] / single['tok_s']:.2f}")
+    print(f"attune outputs identical to the baseline's generate: {same}/{total}")
+
+
+if __name__ == "__main__":
+    main()
