@@ -181,3 +181,29 @@ def test_blank_line_text_files_stream_block_by_block(tmp_path):
     assert first.source == f"{path}:1"
     assert peak < path.stat().st_size / 10
 
+
+
+def test_a_resumed_streaming_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, tokenizer):
+    """Checkpoint at step 2 of 4, resume from it in a fresh model: the stream is re-read and skipped to step 2."""
+    import shutil
+
+    from attune.train.checkpoint import list_checkpoints
+    from conftest import make_tiny_model
+
+    corpus = _corpus(tmp_path / "docs.jsonl", 0.03)
+    objective = get_objective("cpt")
+
+    def train(out: Path, resume: bool) -> dict[str, torch.Tensor]:
+        recipe, stage = _stage(str(corpus), max_steps=4, save_every=2, lr=1e-3, warmup_ratio=0.0, val_fraction=0)
+        model = make_tiny_model(tokenizer)
+        context = _context(stage, tokenizer)
+        stream, _ = objective.stream(recipe, stage, tokenizer, context)
+        train_loop(model, objective, stream, [], context, out, resume=resume, show_progress=False)
+        return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    whole = train(tmp_path / "whole", resume=False)
+    partial = tmp_path / "partial"
+    shutil.copytree(tmp_path / "whole", partial)
+    shutil.rmtree(list_checkpoints(partial / "checkpoints")[-1])  # as if killed after the step-2 checkpoint
+    resumed = train(partial, resume=True)
+    assert all(torch.allclose(whole[n], resumed[n], atol=1e-6) for n in whole)
