@@ -118,3 +118,17 @@ def test_compare_on_tiny_model_writes_table_probe_curves_and_report(tmp_path, ti
     assert "| base (zero-shot, few-shot k=2 random) |" in md and "\n| lora | " in md
     page = (run / "report.html").read_text()
     assert [m for m in re.findall(r'<h2>([^<]+)</h2><img', page)] == ["scores", "forgetting", "training: sft"]
+
+
+def test_eval_cli_scores_a_choice_task_and_writes_every_example(tmp_path, tiny_model_dir):
+    from typer.testing import CliRunner
+
+    from attune.cli import app
+
+    out = tmp_path / "eval.json"
+    result = CliRunner().invoke(app, ["eval", "builtin:probe-knowledge", "--model", str(tiny_model_dir), "--limit", "3", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "acc_norm" in result.output
+    saved = json.loads(out.read_text())["results"][0]
+    assert saved["task"] == "probe-knowledge" and len(saved["rows"]) == 3
+    assert all(len(r["logprobs"]) == 4 and r["sent"].endswith("<|im_start|>assistant\n") for r in saved["rows"])

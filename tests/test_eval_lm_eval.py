@@ -50,7 +50,7 @@ def run_lm_eval(model_dir, folder, tasks: list[str], chat: bool, max_length: int
     _lm_eval_tasks(folder, chat)
     return lm_eval.simple_evaluate(
         model="hf", model_args=f"pretrained={model_dir},dtype=float32,max_length={max_length}", tasks=tasks,
-        task_manager=TaskManager(include_path=str(folder)), apply_chat_template=chat, log_samples=True,
+        task_manager=TaskManager(include_path=str(folder), include_defaults=False), apply_chat_template=chat, log_samples=True,
         batch_size=8, device="cpu", limit=limit,
     )
 

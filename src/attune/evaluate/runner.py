@@ -2,7 +2,7 @@
 
 generate: greedy batched generation -> extraction -> metrics.
 choice: log-likelihood of each option after the context, `acc` and `acc_norm` (normalised by
-the option's byte length), as lm-evaluation-harness scores multiple choice.
+the option's length in characters), as lm-evaluation-harness 0.4 scores multiple choice.
 perplexity: log-likelihood of every token of raw text (rolling windows) -> loss, token / word /
 byte perplexity and bits per byte, as lm-evaluation-harness computes them.
 """
