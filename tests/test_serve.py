@@ -160,15 +160,17 @@ def test_mix_equals_peft_weighted_adapter(client, files, reference, tokenizer):
 
     one = client.chat.completions.create(model="mix:billing=1.0", messages=MESSAGES, **GREEDY)
     assert one.choices[0].message.content == reference("billing", MESSAGES)  # a mix of one adapter at weight 1 is it
+    model = load_adapter(load_model(str(files / "tiny-model")).model, files / "billing", name="billing")
+    model = load_adapter(model, files / "legal", name="legal")
     for method, kwargs in [("linear", {}), ("ties", {"density": 0.2}), ("svd", {})]:
         name = "mix:billing=0.6,legal=0.4" if method == "linear" else f"mix:{method}:billing=0.6,legal=0.4"
         got = client.chat.completions.create(model=name, messages=MESSAGES, **GREEDY).choices[0].message.content
-        model = load_adapter(load_model(str(files / "tiny-model")).model, files / "billing", name="billing")
-        model = load_adapter(model, files / "legal", name="legal")
-        model.add_weighted_adapter(["billing", "legal"], [0.6, 0.4], "mix", combination_type=method, **kwargs)
-        model.set_adapter("mix")
+        model.add_weighted_adapter(["billing", "legal"], [0.6, 0.4], method, combination_type=method, **kwargs)
+        model.set_adapter(method)
         expected = HFGenerator(model.eval(), tokenizer, "ref").generate([MESSAGES], GenerationParams(max_new_tokens=12))[0]
         assert got == expected, method
+    assert len({client.chat.completions.create(model=f"mix:{m}:billing=0.6,legal=0.4", messages=MESSAGES, **GREEDY)
+                .choices[0].message.content for m in ("linear", "ties", "svd")}) > 1  # the methods really differ
     with pytest.raises(openai.NotFoundError, match="unknown adapter"):
         client.chat.completions.create(model="mix:billing=0.5,ghost=0.5", messages=MESSAGES, **GREEDY)
 

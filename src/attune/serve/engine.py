@@ -19,12 +19,11 @@ Greedy decoding here gives the same tokens as `model.generate` on each request a
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from attune.models.generation import GenerationParams
@@ -75,7 +74,6 @@ class Request:
     sink: Callable[[Event], None]
     adapter: str = BASE
     on_done: Callable[[], None] | None = None  # e.g. unpin the adapter
-    id: int = field(default_factory=itertools.count().__next__)
     cancelled: bool = False
 
     def cancel(self) -> None:
@@ -136,7 +134,6 @@ class EngineStats:
     max_rows: int = 0
     mixed_passes: int = 0  # decode passes with more than one distinct adapter
     cancelled: int = 0
-    completed: int = 0
 
 
 class Engine:
@@ -358,7 +355,6 @@ class Engine:
     def note_latency(self, seconds: float) -> None:
         """Feed the Retry-After estimate (exponential moving average of request time)."""
         self._recent_seconds = 0.8 * self._recent_seconds + 0.2 * seconds
-        self.stats.completed += 1
 
 
 def _device(model: Any):

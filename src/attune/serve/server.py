@@ -70,9 +70,10 @@ class Server:
             if name == self.name or name.startswith(RESERVED_PREFIXES):
                 raise AttuneError(f"adapter name {name!r} is taken (the base model's name or a reserved prefix)")
             self.registry.add(name, path, description=settings.describe.get(name))
-        unknown = [a for adapters in settings.routes.values() for a in adapters if a not in settings.adapters]
+        routed = [a for adapters in settings.routes.values() for a in adapters]
+        unknown = sorted({a for a in routed + list(settings.describe) if a not in settings.adapters})
         if unknown:
-            raise AttuneError(f"--route names adapter(s) not given with --adapter: {', '.join(sorted(set(unknown)))}")
+            raise AttuneError(f"--route/--describe name adapter(s) not given with --adapter: {', '.join(unknown)}")
         self.router = Router(settings.routes, {n: profile_texts(d) for n, d in settings.describe.items()})
         self.rag = {name: _open_index(name, path) for name, path in settings.rag.items()}
 
@@ -91,7 +92,7 @@ class Server:
         resident = set(self.registry.resident)
         for name, info in self.registry.known.items():
             entries.append({"id": name, "parent": self.name, "attune": {"kind": "adapter", "rank": info.rank,
-                            "resident": name in resident, "runtime": info.runtime}})
+                            "resident": name in resident, "runtime": info.runtime, "description": info.description}})
         entries += [{"id": f"route:{r}", "parent": self.name, "attune": {"kind": "route", "adapters": a}}
                     for r, a in self.settings.routes.items()]
         entries += [{"id": f"rag:{r}", "parent": self.name, "attune": {"kind": "rag"}} for r in self.rag]
