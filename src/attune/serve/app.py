@@ -154,6 +154,7 @@ async def _complete(server: Server, request: Request, body, prompt, query: str, 
     endpoint = "chat" if chat else "completions"
     status, finish, usage = 200, "error", {"prompt_tokens": 0, "completion_tokens": 0}
     params = body.params(0)
+    live_stream = False  # a token stream records its time when it ends
     try:
         target = await run_in_threadpool(server.resolve, body.model, query)
         if target.kind == "rag":
@@ -172,6 +173,7 @@ async def _complete(server: Server, request: Request, body, prompt, query: str, 
         extra = {"attune": target.info}
         running = await server.submit(prepared)
         if body.stream:
+            live_stream = True
             return _sse(_stream(server, running, rid, body, chat, extra, started, prompt))
         text, finish, usage = await _collect(server, request, running)
         if finish == "cancelled":
@@ -182,15 +184,23 @@ async def _complete(server: Server, request: Request, body, prompt, query: str, 
         _log(server, rid, body.model, 200, usage, started, finish, prompt, text)
         return JSONResponse(_response(rid, body.model, chat, text, finish, usage, extra),
                             headers={"x-attune-adapter": str(target.info.get("adapter") or server.name)})
-    except (ServeError, QueueFull) as exc:
-        status = getattr(exc, "status", 429)
+    except (AttuneError, QueueFull) as exc:
+        status = getattr(exc, "status", 429 if isinstance(exc, QueueFull) else 400)
         _log(server, rid, body.model, status, usage, started, finish, prompt, None)
+        raise
+    except BaseException:
+        status = 500
         raise
     finally:
         server.metrics.requests.labels(endpoint, str(status)).inc()
-        if status == 200:
-            server.metrics.latency.labels(endpoint).observe(time.monotonic() - started)
-            server.engine.note_latency(time.monotonic() - started)
+        if status == 200 and not live_stream:
+            _finished(server, endpoint, started)
+
+
+def _finished(server: Server, endpoint: str, started: float) -> None:
+    seconds = time.monotonic() - started
+    server.metrics.latency.labels(endpoint).observe(seconds)
+    server.engine.note_latency(seconds)
 
 
 async def _collect(server: Server, request: Request, running: Running) -> tuple[str, str, dict[str, int]]:
@@ -244,6 +254,7 @@ async def _stream(server: Server, running: Running, rid: str, body, chat: bool, 
         running.request.cancel()
         await events.aclose()
     _log(server, rid, body.model, 200, usage, started, "stream", prompt, text)
+    _finished(server, "chat" if chat else "completions", started)
     yield "data: [DONE]\n\n"
 
 
