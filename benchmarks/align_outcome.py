@@ -28,7 +28,7 @@ HELDOUT = "builtin:support-prefs-heldout"
 ALIGN_OBJECTIVES = ("sft", "dpo", "ppo", "grpo")
 
 
-def candidates(run: Path, stages: list[str] | None) -> list[tuple[str, str, str | None]]:
+def candidates(run: Path, stages: list[str] | None, base: bool = True) -> list[tuple[str, str, str | None]]:
     """(label, base model, adapter dir) for the base model and each stage to judge."""
     import yaml
 
@@ -36,7 +36,7 @@ def candidates(run: Path, stages: list[str] | None) -> list[tuple[str, str, str 
 
     recipe = yaml.safe_load((run / "recipe.yaml").read_text())
     names = stages or [s["name"] for s in recipe["stages"] if s["objective"] in ALIGN_OBJECTIVES]
-    out: list[tuple[str, str, str | None]] = [("base", recipe["model"], None)]
+    out: list[tuple[str, str, str | None]] = [("base", recipe["model"], None)] if base else []
     for name in names:
         so = stage_output(run, name)
         out.append((name, so.summary["base_model"], str(so.adapter) if so.adapter else str(so.model)))
@@ -68,6 +68,7 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True, help="an alignment run dir (runs/NAME/latest)")
     parser.add_argument("--stages", nargs="*", help="stages to judge (default: sft/dpo/ppo/grpo stages)")
     parser.add_argument("--rm", type=Path, help="a reward stage dir to score replies with")
+    parser.add_argument("--no-base", action="store_true", help="skip the base model (e.g. judged already)")
     parser.add_argument("--limit", type=int, default=50, help="held-out prompts (50 in the builtin set)")
     parser.add_argument("--max-new-tokens", type=int, default=80)
     args = parser.parse_args()
@@ -85,7 +86,7 @@ def main() -> None:
     prompts = [r.prompt for r in records]
     params = GenerationParams(max_new_tokens=args.max_new_tokens, temperature=0.0)
     results, replies = [], {}
-    for label, base, adapter in candidates(run, args.stages):
+    for label, base, adapter in candidates(run, args.stages, base=not args.no_base):
         is_dir = adapter is not None and not (Path(adapter) / "adapter_config.json").is_file()
         gen = load_generator(adapter if is_dir else base, None if is_dir else adapter, batch_size=10)
         texts = [t.strip() for t in gen.generate(prompts, params)]
@@ -105,7 +106,7 @@ def main() -> None:
 
         rm = load_reward_model(args.rm)
         scores = {label: rm.score(prompts, texts) for label, texts in replies.items()}
-        first = results[1]["candidate"] if len(results) > 1 else results[0]["candidate"]
+        first = results[1]["candidate"] if len(results) > 1 and results[0]["candidate"] == "base" else results[0]["candidate"]
         for row in results:
             mine, theirs = scores[row["candidate"]], scores[first]
             row["rm_score"] = sum(mine) / len(mine)

@@ -1,6 +1,10 @@
 """DPO throughput: attune vs TRL DPOTrainer (default and tuned), same model, pairs, LoRA, machine.
 
-    python benchmarks/dpo_throughput.py --runs 3 --pairs 96
+    python benchmarks/dpo_throughput.py --runs 3 --pairs 32
+
+Each run's rows are appended to benchmarks/out/dpo_throughput.jsonl and the medians are taken over
+every row there with the same --pairs, so `--runs 1` three times (e.g. each under the shared lock,
+to keep each hold short) reports the same medians as `--runs 3` once; `--fresh` starts the file over.
 
 Every measurement runs in a fresh subprocess (so peak RSS is its own) on the builtin
 SmolLM2-135M-Instruct with LoRA r=16 on all linear layers (dropout 0), fp32, sigmoid DPO with
@@ -109,7 +113,8 @@ def child(mode: str, n: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="repetitions per system (medians are reported)")
-    parser.add_argument("--pairs", type=int, default=96, help="preference pairs per run (200 in the builtin set)")
+    parser.add_argument("--pairs", type=int, default=32, help="preference pairs per run (200 in the builtin set)")
+    parser.add_argument("--fresh", action="store_true", help="forget the rows of earlier invocations")
     parser.add_argument("--modes", default="attune,trl-default,trl-tuned")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -124,7 +129,10 @@ def main() -> None:
     records = load_pairs(args.pairs)
     tokens = pair_tokens(load_tokenizer(MODEL), records)
     print(f"{len(records)} pairs, {tokens} tokens (prompt + reply, both sides)")
-    results: dict[str, list[dict]] = {}
+    log = ROOT / "benchmarks/out/dpo_throughput.jsonl"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    if args.fresh:
+        log.unlink(missing_ok=True)
     modes = args.modes.split(",")
     for rep in range(args.runs):
         for mode in modes:  # interleaved, so machine noise hits every system alike
@@ -135,13 +143,18 @@ def main() -> None:
                 print(proc.stdout[-2000:], proc.stderr[-4000:])
                 raise SystemExit(f"{mode} failed")
             r = json.loads(line[7:])
-            r["tok_s"] = tokens / r["seconds"]
-            r["pairs_s"] = len(records) / r["seconds"]
-            results.setdefault(mode, []).append(r)
+            r.update(mode=mode, pairs=len(records), tok_s=tokens / r["seconds"], pairs_s=len(records) / r["seconds"])
+            with log.open("a") as f:
+                f.write(json.dumps(r) + "\n")
             print(f"run {rep + 1} {mode:12s} {r['tok_s']:8.1f} tok/s  {r['pairs_s']:6.2f} pairs/s  {r['seconds']:7.1f} s  "
                   f"{r['steps']} steps  peak RSS {r['peak_rss_mb']:7.0f} MB", flush=True)
 
-    print(f"\nmedian of {args.runs} runs")
+    results: dict[str, list[dict]] = {}
+    for line in log.read_text().splitlines():
+        row = json.loads(line)
+        if row["pairs"] == len(records) and row["mode"] in modes:
+            results.setdefault(row["mode"], []).append(row)
+    print(f"\nmedians over {', '.join(f'{len(v)} {m}' for m, v in results.items())} runs ({log.name})")
     print(f"{'system':14s} {'tok/s':>8s} {'pairs/s':>8s} {'peak RSS MB':>12s}")
     med = {m: statistics.median(r["tok_s"] for r in rs) for m, rs in results.items()}
     for m, rs in results.items():
