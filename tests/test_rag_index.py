@@ -46,11 +46,18 @@ def corpus(tmp_path):
     return folder
 
 
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    """One build of the Northwind corpus; tests get a copy (same document names, so it is their previous version)."""
+    folder = tmp_path_factory.mktemp("pristine")
+    return folder / "index", build_index([NORTHWIND], folder / "index", CountingEmbedder())
+
+
 @pytest.fixture
-def built(corpus, tmp_path):
+def built(pristine, tmp_path):
     index_dir = tmp_path / "index"
-    report = build_index([corpus], index_dir, CountingEmbedder())
-    return index_dir, report
+    shutil.copytree(pristine[0], index_dir)
+    return index_dir, pristine[1]
 
 
 def _live_texts(index_dir) -> dict[str, str]:
@@ -65,7 +72,7 @@ def test_build_then_unchanged_rebuild_embeds_nothing(built, corpus):
     again = build_index([corpus], index_dir, embedder)
     assert embedder.texts == 0 and again.embedded == 0 and again.unchanged == 7
     assert again.added == again.changed == again.removed == []
-    assert len(list(index_dir.glob("v-*"))) == 1  # the replaced version is gone
+    assert len(list(index_dir.glob("v-*"))) == 1
 
 
 def test_changed_file_reembeds_only_its_chunks_and_deleted_file_leaves(built, corpus):
@@ -80,6 +87,7 @@ def test_changed_file_reembeds_only_its_chunks_and_deleted_file_leaves(built, co
     assert embedder.texts == report.embedded == hub_chunks
     after = open_index(index_dir)
     assert not any(c.doc == "camera-c5.md" for c in after.chunks)
+    assert len(list(index_dir.glob("v-*"))) == 1  # the replaced version is gone
     assert "40 seconds" in after.search("factory reset hub", 1)[0].text
     # reused vectors are exactly the stored ones, not re-computed approximations
     kept = [i for i, c in enumerate(before.chunks) if c.doc == "shipping-policy.md"]
