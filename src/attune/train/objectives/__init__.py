@@ -6,6 +6,9 @@ An objective module exposes:
   prepare(records, tokenizer, options, context) -> list[dict]   tokenize records into examples
   collate(examples, options, pad_id) -> dict                   build one micro-batch
   loss(model, batch, context) -> (loss tensor, {metric: float})
+and optionally (read by `attune.train.pipeline`):
+  stream(recipe, stage, tokenizer, context) -> (ExampleStream, val examples)   when `train.streaming` (cpt)
+  student(model, stage) -> model                 the model the stage trains, made from the starting one (distill)
 
 The loop (`attune.train.loop`) owns everything else: batching, optimisation, checkpoints,
 logging, distribution. Adding an objective = one module + one line below.
