@@ -31,6 +31,9 @@ def test_citation_precision_counts_cited_passages_that_hold_the_answer():
     assert citation_precision(cited, "64") == 0.5
     assert citation_precision(cited[:1], "64 devices") == 1.0
     assert citation_precision([], "64") is None
+    assert citation_precision(["The Thermostat T7 accepts targets from 7 degrees."], "7") == 1.0
+    assert citation_precision(["The Thermostat T7 has an eco mode."], "7") == 0.0  # whole words, not "T7"
+    assert citation_precision(["enter a correction of up to ±4 °C."], "4") == 1.0
 
 
 def test_invalid_citations_are_removed_and_counted():

@@ -13,6 +13,7 @@ Definitions follow Manning, Raghavan & Schütze, "Introduction to Information Re
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Hashable, Iterable, Sequence
 
 
@@ -45,10 +46,14 @@ def ndcg_at_k(ranking: Sequence[Hashable], relevant: set, k: int) -> float:
 
 
 def contains_answer(text: str, answer: str) -> bool:
-    """Whether a passage holds the answer, compared as the `contains` eval metric compares (SQuAD normalisation)."""
+    """Whether a passage holds the answer as whole words, after SQuAD normalisation.
+
+    Whole words, not a substring: the answer "7" is not in "Thermostat T7" (plain substring
+    matching would make every chunk about the T7 "contain" it).
+    """
     from attune.evaluate.metrics import normalize
 
-    return normalize(answer) in normalize(text)
+    return re.search(rf"(?<!\w){re.escape(normalize(answer))}(?!\w)", normalize(text)) is not None
 
 
 def citation_precision(cited_texts: Sequence[str], answer: str) -> float | None:
