@@ -306,11 +306,22 @@ def test_client_disconnect_cancels_generation(small):
         for i, _ in enumerate(r.iter_lines()):
             if i == 3:
                 break  # leave mid-generation: the connection closes
+    wait_for_cancel(server, cancelled)
+    with server.engine.lock:  # engine paused, so the request cannot finish before its client gives up
+        with pytest.raises(httpx.ReadTimeout):  # a non-streaming client that gives up
+            httpx.post(url + "/v1/completions", json={"model": "tiny-model", "prompt": "x", "max_tokens": 400}, timeout=1.0)
+        time.sleep(1.0)  # the server checks for a closed connection every 0.5 s
+    wait_for_cancel(server, cancelled + 1)
+
+
+def wait_for_cancel(server, before: int) -> None:
     deadline = time.monotonic() + 30
-    while server.engine.stats.cancelled == cancelled:
+    while server.engine.stats.cancelled == before:
         assert time.monotonic() < deadline, "generation was not cancelled"
         time.sleep(0.05)
-    assert server.engine.active == 0
+    while server.engine.active:
+        assert time.monotonic() < deadline, "the cancelled row was not dropped"
+        time.sleep(0.05)
 
 
 def test_prompt_text_is_logged_only_with_log_prompts(served, small, client, caplog):
