@@ -2,8 +2,8 @@
 
 With packed rows transformers builds a (T x T) block-diagonal mask and SDPA falls back to a
 kernel that computes every masked-out block (`benchmarks/packed_attention.py`: 57 tok/s for
-3x1024 packed rows vs 74 tok/s for the same tokens unpacked). Here each example's slice of the
-row runs SDPA with `is_causal=True` (the fast kernel, no mask tensor), and no mask is built.
+3x1024 packed rows vs 74 tok/s for the same tokens unpacked). Here each packed example runs
+SDPA with `is_causal=True` (the flash kernel, no mask tensor), and no mask is built.
 Registered with transformers' AttentionInterface and switched on by the loop only while it
 trains packed rows (no padding mask, position ids restarting per example).
 """
@@ -20,35 +20,44 @@ from torch import nn
 NAME = "attune_packed"
 
 
-def _segments(positions: torch.Tensor) -> list[tuple[int, int]]:
-    starts = (positions == 0).nonzero().flatten().tolist()
-    if not starts or starts[0] != 0:
-        starts = [0, *starts]
-    return list(zip(starts, [*starts[1:], positions.shape[0]]))
+def _segment_lengths(positions: torch.Tensor, rows: int) -> list[int]:
+    """Lengths of the packed examples over all rows laid end to end (B*T tokens)."""
+    positions = positions.expand(rows, -1)
+    starts = positions == 0
+    starts[:, 0] = True  # a row always starts a segment, even if it does not start at position 0
+    at = starts.flatten().nonzero().flatten()
+    return torch.diff(at, append=at.new_tensor([positions.numel()])).tolist()
 
 
 def packed_causal_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
-    """(B, H, T, D) query/key/value -> (B, T, H, D), attending only within each packed example."""
+    """(B, H, T, D) query/key/value -> (B, T, H, D), attending only within each packed example.
+
+    The rows are flattened to (B*T, H, D) and split into examples with `split` (a view per
+    example; its backward is one `cat`), never sliced per example: the backward of a slice
+    allocates and zero-fills a full-size gradient per example, which cost more than the
+    attention itself. Grouped-query heads are shared through SDPA's `enable_gqa`, not copied.
+    """
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     position_ids = kwargs.get("position_ids")
     if attention_mask is not None or position_ids is None or query.shape[2] != position_ids.shape[-1]:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
-    groups = query.shape[1] // key.shape[1]
-    if groups > 1:
-        key, value = key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1)
+    B, H, T, D = query.shape
+    lengths = _segment_lengths(position_ids, B)
     p = dropout if module.training else 0.0
-    rows = []
-    for b in range(query.shape[0]):
-        pieces = [
-            F.scaled_dot_product_attention(
-                query[b : b + 1, :, s:e], key[b : b + 1, :, s:e], value[b : b + 1, :, s:e],
-                is_causal=True, scale=scaling, dropout_p=p,
-            )
-            for s, e in _segments(position_ids[b if position_ids.shape[0] > 1 else 0])
-        ]
-        rows.append(torch.cat(pieces, dim=2))
-    return torch.cat(rows, dim=0).transpose(1, 2).contiguous(), None
+
+    def pieces(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        # (B, h, T, D) -> (B*T, h, D), a view when the projection wrote (B, T, h, D) as transformers does
+        return x.transpose(1, 2).reshape(B * T, x.shape[1], D).split(lengths)
+
+    out = [
+        F.scaled_dot_product_attention(
+            q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None],
+            is_causal=True, scale=scaling, dropout_p=p, enable_gqa=key.shape[1] != H,
+        )[0].transpose(0, 1)  # (L, H, D)
+        for q, k, v in zip(pieces(query), pieces(key), pieces(value))
+    ]
+    return torch.cat(out).view(B, T, H, D), None
 
 
 def _register() -> None:

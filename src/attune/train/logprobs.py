@@ -97,16 +97,16 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         for start in range(0, h.shape[0], chunk):
             hc = h[start : start + chunk]
             yc = targets[start : start + chunk]
-            logits = (hc @ weight.t()).float()  # (n, V)
-            lse = torch.logsumexp(logits, dim=-1)
-            total += (lse - logits.gather(1, yc[:, None]).squeeze(1)).sum()
+            # one (n, V) buffer besides the logits: log-softmax, then softmax in place (d CE / d logits = p - onehot)
+            logp = torch.log_softmax((hc @ weight.t()).float(), dim=-1)  # (n, V)
+            total -= logp.gather(1, yc[:, None]).sum()
             if grad_h is None and grad_w is None:
                 continue
-            grad_logits = torch.softmax(logits, dim=-1)
+            grad_logits = logp.exp_()
             grad_logits[torch.arange(yc.shape[0], device=yc.device), yc] -= 1.0
             grad_logits = grad_logits.to(h.dtype)
             if grad_h is not None:
-                grad_h[start : start + chunk] = grad_logits @ weight
+                torch.mm(grad_logits, weight, out=grad_h[start : start + chunk])
             if grad_w is not None:
                 grad_w += (grad_logits.t() @ hc).float()
         ctx.save_for_backward(grad_h if grad_h is not None else torch.empty(0), grad_w if grad_w is not None else torch.empty(0))
