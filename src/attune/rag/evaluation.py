@@ -18,7 +18,6 @@ answer), which is what a reader actually needs.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,15 +68,13 @@ def load_retrieval_task(path: str | Path) -> RetrievalTask:
     data = resolve_path(spec.data, file.parent)
     if not data.is_file():
         raise AttuneError(f"{file}: data file {data} not found")
+    from attune.data.readers import iter_rows
+    from attune.data.records import Problem
+
     examples = []
-    for n, line in enumerate(data.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{data}:{n}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise AttuneError(f"{where}: malformed JSON ({exc.msg})") from None
+    for where, row in iter_rows(data):
+        if isinstance(row, Problem):
+            raise AttuneError(f"{where}: {row.message}")
         for f in [spec.query, spec.relevant] + ([spec.answer] if spec.answer else []):
             if f not in row:
                 raise AttuneError(f"{where}: field {f!r} (mapped in task {spec.name!r}) is missing; fields: {sorted(row)}")

@@ -141,31 +141,29 @@ READERS: dict[str, Callable[[Path, bytes], str]] = {
 
 def _jsonl_documents(path: Path, name: str, data: bytes, skipped: list[Skipped]) -> list[Document]:
     """One document per record: `text`/`content`/`body` is the text, `id` names it, other scalars are metadata."""
+    from attune.data.readers import iter_rows
+    from attune.data.records import Problem
+
     docs = []
     try:
-        lines = _decode(data).splitlines()
+        _decode(data)
     except _NotReadable as exc:
         skipped.append(Skipped(str(path), str(exc)))
         return []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
+    for where, row in iter_rows(path):
+        if isinstance(row, Problem):
+            skipped.append(Skipped(where, row.message))
             continue
-        where = f"{path}:{n}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            skipped.append(Skipped(where, f"malformed JSON ({exc.msg})"))
-            continue
-        text_field = next((f for f in JSONL_TEXT_FIELDS if isinstance(row, dict) and isinstance(row.get(f), str)), None)
+        text_field = next((f for f in JSONL_TEXT_FIELDS if isinstance(row.get(f), str)), None)
         if text_field is None or not row[text_field].strip():
             skipped.append(Skipped(where, f"no text: a record needs one of the fields {', '.join(JSONL_TEXT_FIELDS)}"))
             continue
-        key = str(row.get("id", n))
+        key = str(row.get("id", where.rpartition(":")[2]))
         meta = {k: v for k, v in row.items() if k != text_field and isinstance(v, (str, int, float, bool))}
         text = row[text_field]
         if isinstance(row.get("title"), str) and not text.lstrip().startswith("#"):
             text = f"# {row['title']}\n\n{text}"
-        docs.append(Document(f"{name}#{key}", text, _sha(line.encode()), meta))
+        docs.append(Document(f"{name}#{key}", text, _sha(json.dumps(row, sort_keys=True).encode()), meta))
     return docs
 
 
