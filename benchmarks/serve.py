@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -167,6 +168,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # so `finally` stops the server subprocess under `timeout`
     os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     import torch
 
@@ -181,6 +183,7 @@ def main() -> None:
             service, counts, base_texts = baseline_service_times(adapters[0], len(TOPICS), args.max_tokens)
             for c in levels:
                 rows.setdefault(f"baseline c={c}", []).append(fifo(service, counts, c, n_of[c]))
+            print(f"baseline: {statistics.median(service):.2f} s per request, {sum(counts)} tokens", flush=True)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -192,9 +195,11 @@ def main() -> None:
                 for c in levels:
                     stats, texts = asyncio.run(run_clients(port, c, n_of[c], ["ad0"], args.max_tokens))
                     rows.setdefault(f"attune c={c}", []).append(stats)
+                    print(f"attune c={c}: {stats}", flush=True)
                     same += sum(t == base_texts[i % len(TOPICS)] for i, t in enumerate(texts))
                 stats, _ = asyncio.run(run_clients(port, top, n_of[top], ["ad0", "ad1", "ad2", "ad3"], args.max_tokens))
                 rows.setdefault(f"attune c={top} 4 adapters", []).append(stats)
+                print(f"attune c={top} 4 adapters: {stats}", flush=True)
         finally:
             proc.terminate()
             proc.wait(timeout=60)

@@ -101,7 +101,7 @@ class Server:
     def resolve(self, model: str, query: str) -> Target:
         """Map a request's `model` to what answers it; `query` is the text a route compares."""
         if model == self.name:
-            return Target("base")
+            return Target("base", None, {"adapter": None})
         if model.startswith("mix:"):
             return Target("mix", model, {"adapter": model})
         if model.startswith("route:"):
