@@ -27,7 +27,7 @@ def test_top_candidates_become_stages_from_base_and_strategies():
     assert all(s.start == "base" for s in stages.values())  # candidates never train on top of each other
     q = stages["advise-qlora"].adapter
     assert q.type == "qlora" and (q.r, q.alpha, q.targets) == (16, 32, "all-linear")  # the recipe's LoRA settings kept
-    assert stages["advise-lora"].train.lr == 2e-3 and stages["advise-lora"].sources[0].limit == 120
+    assert stages["advise-lora"].train.lr == 2e-3 and stages["advise-lora"].sources[0].limit == 48
     few = next(c for c in recipe.compare if c.name == "few-shot")
     assert (few.strategy, few.k, few.selection, few.pool) == ("few-shot", 4, "similarity", "builtin:tickets-train")
     assert recipe.evaluate.max_examples == 5 and recipe.evaluate.tasks == ["builtin:tickets"]
