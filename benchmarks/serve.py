@@ -43,20 +43,21 @@ def messages(i: int) -> list[dict[str, str]]:
 
 
 def make_adapters(root: Path, n: int) -> list[Path]:
+    """n LoRA adapters (identical weights, distinct names: the server still runs each one's modules)."""
+    import shutil
+
     from peft import LoraConfig, get_peft_model
 
     from attune.models import load_model
     from attune.models.adapters_io import write_fingerprint
 
-    paths = []
-    for i in range(n):
-        base = load_model(MODEL).model
-        peft = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
-        path = root / f"ad{i}"
-        peft.save_pretrained(str(path))
-        write_fingerprint(path, base)
-        paths.append(path)
-    return paths
+    base = load_model(MODEL).model
+    peft = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+    peft.save_pretrained(str(root / "ad0"))
+    write_fingerprint(root / "ad0", base)
+    for i in range(1, n):
+        shutil.copytree(root / "ad0", root / f"ad{i}")
+    return [root / f"ad{i}" for i in range(n)]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -121,15 +122,18 @@ async def run_clients(port: int, concurrency: int, n: int, models: list[str], ma
 
 
 # ---- baseline ----
-def baseline_service_times(adapter: Path, n_prompts: int, max_tokens: int) -> tuple[list[float], list[int], list[str]]:
-    import torch
-
+def load_baseline(adapter: Path):
+    """The same model with the same adapter, for the one-at-a-time `generate` loop."""
     from attune.models import load_model
     from attune.models.adapters_io import load_adapter
 
     loaded = load_model(MODEL)
-    model = load_adapter(loaded.model, adapter).eval()
-    tok = loaded.tokenizer
+    return load_adapter(loaded.model, adapter).eval(), loaded.tokenizer
+
+
+def baseline_service_times(model, tok, n_prompts: int, max_tokens: int) -> tuple[list[float], list[int], list[str]]:
+    import torch
+
     times, counts, texts = [], [], []
     for i in range(n_prompts + 1):  # the first is a warm-up
         text = tok.apply_chat_template(messages(i), tokenize=False, add_generation_prompt=True)
@@ -173,50 +177,58 @@ def main() -> None:
     import torch
 
     print(f"torch threads: {torch.get_num_threads()}, cores: {os.cpu_count()}, max_tokens {args.max_tokens}, "
-          f"repeats {args.repeats} (medians shown)")
+          f"repeats {args.repeats} (medians shown)", flush=True)
+    n_of = {c: max(8, args.requests * c) for c in levels}
+    rows: dict[str, list[dict]] = {}
+    same = 0
     with tempfile.TemporaryDirectory() as tmp:
         adapters = make_adapters(Path(tmp), 4)
-        rows: dict[str, list[dict]] = {}
-        n_of = {c: max(8, args.requests * c) for c in levels}
-        top = max(levels)
-        for _ in range(args.repeats):
-            service, counts, base_texts = baseline_service_times(adapters[0], len(TOPICS), args.max_tokens)
-            for c in levels:
-                rows.setdefault(f"baseline c={c}", []).append(fifo(service, counts, c, n_of[c]))
-            print(f"baseline: {statistics.median(service):.2f} s per request, {sum(counts)} tokens", flush=True)
+        baseline = load_baseline(adapters[0])
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         proc = start_server(adapters, port, args.max_tokens)
         try:
             asyncio.run(run_clients(port, 1, 2, ["ad0"], args.max_tokens))  # warm-up
-            same = 0
-            for _ in range(args.repeats):
+            for rep in range(1, args.repeats + 1):  # a table after every repeat: a cut-short run still reports
+                texts_of = {}
                 for c in levels:
-                    stats, texts = asyncio.run(run_clients(port, c, n_of[c], ["ad0"], args.max_tokens))
+                    stats, texts_of[c] = asyncio.run(run_clients(port, c, n_of[c], ["ad0"], args.max_tokens))
                     rows.setdefault(f"attune c={c}", []).append(stats)
                     print(f"attune c={c}: {stats}", flush=True)
-                    same += sum(t == base_texts[i % len(TOPICS)] for i, t in enumerate(texts))
+                top = max(levels)
                 stats, _ = asyncio.run(run_clients(port, top, n_of[top], ["ad0", "ad1", "ad2", "ad3"], args.max_tokens))
                 rows.setdefault(f"attune c={top} 4 adapters", []).append(stats)
                 print(f"attune c={top} 4 adapters: {stats}", flush=True)
+                service, counts, base_texts = baseline_service_times(*baseline, len(TOPICS), args.max_tokens)
+                print(f"baseline: {statistics.median(service):.2f} s per request, {sum(counts)} tokens", flush=True)
+                for c in levels:
+                    rows.setdefault(f"baseline c={c}", []).append(fifo(service, counts, c, n_of[c]))
+                    same += sum(t == base_texts[i % len(TOPICS)] for i, t in enumerate(texts_of[c]))
+                table(rows, levels, n_of, same, rep * sum(n_of.values()), rep)
         finally:
             proc.terminate()
             proc.wait(timeout=60)
-    total = args.repeats * sum(n_of.values())
+
+
+def table(rows: dict[str, list[dict]], levels: list[int], n_of: dict[int, int], same: int, total: int, reps: int) -> None:
     med = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in rows.items()}
-    print("\n| run | requests | req/s | tokens/s | p50 latency s | p95 latency s | tokens/s vs baseline |")
+    top = max(levels)
+    print(f"\nmedians of {reps} run(s)")
+    print("| run | requests | req/s | tokens/s | p50 latency s | p95 latency s | tokens/s vs baseline |")
     print("|---|---|---|---|---|---|---|")
+
+    def row(label: str, m: dict, n: int, base: dict) -> None:
+        print(f"| {label} | {n} | {m['req_s']:.2f} | {m['tok_s']:.1f} | {m['p50']:.2f} | {m['p95']:.2f} | "
+              f"{m['tok_s'] / base['tok_s']:.2f}x |")
+
     for c in levels:
         for key in (f"baseline c={c}", f"attune c={c}"):
-            m = med[key]
-            ratio = m["tok_s"] / med[f"baseline c={c}"]["tok_s"]
-            print(f"| {key} | {n_of[c]} | {m['req_s']:.2f} | {m['tok_s']:.1f} | {m['p50']:.2f} | {m['p95']:.2f} | {ratio:.2f}x |")
+            row(key, med[key], n_of[c], med[f"baseline c={c}"])
     mixed, single = med[f"attune c={top} 4 adapters"], med[f"attune c={top}"]
-    print(f"| attune c={top}, 4 adapters mixed | {n_of[top]} | {mixed['req_s']:.2f} | {mixed['tok_s']:.1f} | {mixed['p50']:.2f} "
-          f"| {mixed['p95']:.2f} | {mixed['tok_s'] / med[f'baseline c={top}']['tok_s']:.2f}x |")
-    print(f"\nmixed 4 adapters / single adapter tokens/s at c={top}: {mixed['tok_s'] / single['tok_s']:.2f}")
-    print(f"attune outputs identical to the baseline's generate: {same}/{total}")
+    row(f"attune c={top}, 4 adapters mixed", mixed, n_of[top], med[f"baseline c={top}"])
+    print(f"mixed 4 adapters / single adapter tokens/s at c={top}: {mixed['tok_s'] / single['tok_s']:.2f}")
+    print(f"attune outputs identical to the baseline's generate: {same}/{total}", flush=True)
 
 
 if __name__ == "__main__":
