@@ -6,7 +6,8 @@ CPU; on GPUs the model loads in bf16, PEFT keeps adapter weights in fp32):
   weights      frozen or trained parameters x bytes per value; QLoRA: the decoder's linear
                weights in 4-bit NF4 plus 0.127 bit/param of double-quantized scales (Dettmers et
                al. 2023, §3), everything else upcast to fp32 by `prepare_model_for_kbit_training`
-  gradients    one value per trainable parameter
+  gradients    one value per trainable parameter; with one micro-batch per step they are written
+               while backward frees the activations, so the peak holds the larger of the two
   optimizer    AdamW's two moments per trainable parameter (Rajbhandari et al. 2020, ZeRO §3:
                "K" bytes of optimizer state per parameter; here 2 x the trainable dtype)
   activations  tensors autograd keeps for the backward pass, counted tensor by tensor for a
@@ -50,6 +51,7 @@ class TrainSetup:
     lora_r: int = 16
     gradient_checkpointing: bool = False
     frozen_copies: int = 0  # extra frozen models held at once (a reward model for PPO)
+    grad_accum: int = 1  # micro-batches per optimizer step
     loss_chunk: int = 1024  # attune's `train.loss_chunk_tokens`
 
 
@@ -62,14 +64,23 @@ class MemoryEstimate:
 
     @property
     def total_gb(self) -> float:
-        return sum(self.parts.values())
+        """The peak. With one micro-batch per step, gradients are set to None before the forward pass
+        and written during backward as each layer's activations are freed, so the two never peak
+        together: the peak holds the larger of (activations + loss head) and the gradients. With
+        gradient accumulation the gradients of earlier micro-batches are alive through the forward."""
+        p = self.parts
+        total = sum(p.values())
+        if self.setup.grad_accum == 1:
+            total -= min(p.get("gradients", 0.0), p.get("activations", 0.0) + p.get("loss head", 0.0))
+        return total
 
     def fits(self, hw: Hardware) -> bool:
         return self.total_gb <= hw.memory_gb
 
     def describe(self) -> str:
         shown = ", ".join(f"{k} {v:.2f}" for k, v in self.parts.items() if v >= 0.005)
-        return f"{self.total_gb:.1f} GB ({shown})"
+        overlap = "; gradients and activations peak at different times" if self.setup.grad_accum == 1 else ""
+        return f"{self.total_gb:.1f} GB ({shown}{overlap})"
 
 
 def trainable_params(shape: ModelShape, setup: TrainSetup) -> int:
