@@ -165,12 +165,15 @@ def fifo(service: list[float], counts: list[int], concurrency: int, n: int) -> d
 
 
 def main() -> None:
+    global MODEL
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--concurrency", default="1,4,16")
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--requests", type=int, default=2, help="requests per client at each concurrency (at least 8 in all)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--model", default="builtin:smollm2-135m-instruct", help="model reference (a tiny local dir checks the script quickly)")
     args = ap.parse_args()
+    MODEL = args.model
     levels = [int(c) for c in args.concurrency.split(",")]
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # so `finally` stops the server subprocess under `timeout`
     os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
