@@ -102,7 +102,7 @@ def estimate(adapter: str, seq: int, batch: int) -> tuple[float, float, str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--adapters", nargs="+", default=["full", "lora"])
+    ap.add_argument("--adapters", nargs="+", default=["lora", "full"])
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--steps", type=int, default=3)
@@ -125,7 +125,9 @@ def main() -> None:
             out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
             result = json.loads(out.strip().splitlines()[-1])
             measured[adapter].append(result)
-            print(f"run {run + 1} {adapter:>5}: peak RSS {result['peak_gb']:.2f} GB, after imports {result['baseline_gb']:.2f} GB, "
+            est_gb = estimate(adapter, args.seq, args.batch)[0]
+            print(f"run {run + 1} {adapter:>5}: peak RSS {result['peak_gb']:.2f} GB (estimate {est_gb:.2f}, "
+                  f"x{est_gb / result['peak_gb']:.2f}), after imports {result['baseline_gb']:.2f} GB, "
                   f"{result['tokens_per_s'] or 0:.0f} tok/s ({time.perf_counter() - t0:.0f} s)", flush=True)
     decodes = [json.loads(subprocess.run([sys.executable, __file__, "--child", "decode"], env=env, capture_output=True, text=True,
                                          check=True).stdout.strip().splitlines()[-1]) for _ in range(args.runs)]
