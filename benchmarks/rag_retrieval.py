@@ -4,8 +4,9 @@
 
 1. Northwind (7 documents, 22 questions): hit@1 / hit@5 / MRR per retriever, per document and per
    passage (a chunk of the right document that contains the answer).
-2. Scale: the Northwind documents hidden among N distractor documents (docstrings of the Python
-   standard library, read with `ast`: every machine with the same Python has the same corpus);
+2. Scale: the Northwind documents hidden among N distractor documents (first paragraphs of the
+   Python standard library's docstrings, read with `ast`: every machine with the same Python has the
+   same corpus);
    ingest chunks/s, an unchanged re-index, open time, query latency p50/p95 and hit@5 on the 22
    questions, one line per retriever.
 3. The peer, when importable (`pip install --target DIR langchain-community langchain-classic
@@ -40,7 +41,10 @@ REPEATS = 5
 
 
 def stdlib_texts(limit: int) -> list[dict]:
-    """Docstrings of 5+ words from the Python standard library (tests included), in a fixed order."""
+    """First paragraphs of 4+ words of Python standard library docstrings (tests included), in a fixed order.
+
+    First paragraphs keep one chunk per distractor, so N distractors are N chunks.
+    """
     records: list[dict] = []
     lib = Path(sysconfig.get_paths()["stdlib"])
     for file in sorted(lib.rglob("*.py")):
@@ -55,8 +59,8 @@ def stdlib_texts(limit: int) -> list[dict]:
         for node in ast.walk(tree):
             if not isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
                 continue
-            doc = ast.get_docstring(node)
-            if doc and len(doc.split()) >= 5:
+            doc = (ast.get_docstring(node) or "").split("\n\n")[0].strip()
+            if len(doc.split()) >= 4:
                 name = module if isinstance(node, ast.Module) else f"{module}.{node.name}"
                 records.append({"id": f"{name}:{len(records)}", "title": name, "text": doc})
             if len(records) >= limit:
