@@ -61,3 +61,14 @@ def test_fused_lora_leaves_other_cases_to_peft(tiny_model, kwargs):
             with model.disable_adapter():
                 assert torch.allclose(model(input_ids=ids).logits, plain, atol=1e-6)
     assert not torch.allclose(expected, plain, atol=1e-4)  # the adapter does change the output
+
+
+def test_fused_lora_leaves_autocast_to_peft(tiny_model):
+    """Under autocast (bf16 on CPU/GPU) PEFT's forward runs, so matmuls keep autocast's dtype."""
+    model = _lora(tiny_model)
+    ids = torch.randint(3, 900, (1, 12), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = model(input_ids=ids).logits
+        with fused_lora(model):
+            got = model(input_ids=ids).logits
+    assert got.dtype == expected.dtype and torch.equal(got, expected)

@@ -66,7 +66,7 @@ def _fusable(module: nn.Module) -> bool:
 
 def _fused_forward(self: nn.Module, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
     active = [a for a in self.active_adapters if a in self.lora_A]
-    if args or kwargs or self.disable_adapters or self.merged or len(active) != 1 or torch.is_autocast_enabled():
+    if args or kwargs or self.disable_adapters or self.merged or len(active) != 1 or torch.is_autocast_enabled(x.device.type):
         return type(self).forward(self, x, *args, **kwargs)
     name = active[0]
     a, b = self.lora_A[name].weight, self.lora_B[name].weight
