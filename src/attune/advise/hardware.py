@@ -48,10 +48,11 @@ _GPU_MFU = 0.35
 
 PROFILES: dict[str, Hardware] = {
     "cpu": Hardware(
-        "cpu", "cpu", memory_gb=0.0, peak_tflops=0.13, mfu=0.31, bandwidth_gbs=10.0, runtime_gb=0.45,
+        "cpu", "cpu", memory_gb=0.0, peak_tflops=0.13, mfu=0.31, bandwidth_gbs=3.1, runtime_gb=0.45,
         source="this machine: fp32 matmul 130 GFLOP/s, attune SFT at 31 % of it (docs/training.md); memory = the "
         "machine's RAM; runtime = peak RSS after importing torch, transformers, peft, accelerate and attune.train "
-        "(0.44 GB measured); decode bandwidth 10 GB/s is a placeholder until benchmarks/advise_memory.py measures it",
+        "(0.44 GB measured); decode bandwidth = greedy decoding at 5.8 tok/s x 0.54 GB of weights "
+        "(benchmarks/advise_memory.py, on a loaded machine)",
     ),
     "l4": Hardware("l4", "gpu", 24, 121, _GPU_MFU, 300, 0.5, "NVIDIA L4 datasheet: 121 TFLOPS bf16 dense, 300 GB/s"),
     "rtx4090": Hardware("rtx4090", "gpu", 24, 165, _GPU_MFU, 1008, 0.5, "NVIDIA Ada whitepaper: 165 TFLOPS bf16 dense, 1008 GB/s"),
