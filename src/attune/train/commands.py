@@ -31,6 +31,8 @@ def export(
     stage: Optional[str] = typer.Option(None, "--stage", help="which stage (default: the last one)"),
     merge: bool = typer.Option(True, "--merge/--no-merge", help="merge the adapter into the base weights"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="output dir (default: RUN/export/STAGE)"),
+    gguf: bool = typer.Option(False, "--gguf", help="also write OUT/model.gguf for llama.cpp / Ollama (Llama family)"),
+    gguf_dtype: str = typer.Option("f32", "--gguf-dtype", help="GGUF tensor type: f32 or f16"),
 ) -> None:
     """Write a merged, standalone model (safetensors + tokenizer + chat template), verified against base+adapter."""
     import json
@@ -53,9 +55,27 @@ def export(
     target = out or run / "export" / name
     if output.adapter is None:
         console.print(f"stage {name!r} trained full weights: {output.model} is already a standalone model")
+        if gguf:
+            _write_gguf(Path(output.model), target / "model.gguf", gguf_dtype)
         return
     if not merge:
         raise AttuneError("--no-merge: the adapter is already in PEFT format at " + str(output.adapter))
     diff = merge_adapter(output.summary["base_model"], str(output.adapter), target, verify=True)
     (target / "attune_export.json").write_text(json.dumps({"run": str(run), "stage": name, "max_logit_diff": diff}))
     console.print(f"merged model written to [bold]{target}[/bold] (max |logit diff| vs base+adapter {diff:.2e} <= {TOLERANCE:.0e})")
+    if gguf:
+        _write_gguf(target, target / "model.gguf", gguf_dtype)
+
+
+def _write_gguf(model_dir: Path, path: Path, dtype: str) -> None:
+    """Load a standalone model directory on CPU (fp32) and write it as GGUF."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from attune.train.gguf_export import write_gguf
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_gguf(model, tokenizer, path, dtype=dtype, name=model_dir.name)
+    console.print(f"GGUF ({dtype}) written to [bold]{path}[/bold]")
