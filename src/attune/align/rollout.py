@@ -10,6 +10,7 @@ sampled tokens are those of the policy itself (no temperature or top-p correctio
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +51,31 @@ class Rollout:
             "labels": self.labels[index, :width],
         }
 
+
+def shuffled_minibatches(
+    rollout: Rollout, mask: torch.Tensor, size: int, passes: int, seed: int
+) -> Iterator[tuple[torch.Tensor, int, dict[str, Any]]]:
+    """`passes` shuffled passes over a rollout in minibatches of `size` sequences.
+
+    Yields (sequence index, reply width, batch with the fields every online objective needs);
+    the objective adds its own per-token tensors sliced by index and width. Seeded by the caller
+    (seed + step) so a resumed run replays the same order.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    n = mask.shape[0]
+    for _ in range(passes):
+        order = torch.randperm(n, generator=generator).to(mask.device)
+        for s in range(0, n, size):
+            idx = order[s : s + size]
+            mb = rollout.select(idx)
+            width = mb["input_ids"].shape[1] - rollout.prompt_width
+            yield idx, width, {
+                **mb,
+                "prompt_width": rollout.prompt_width,
+                "mask": mask[idx, :width],
+                "num_tokens": int(mb["attention_mask"].sum()),
+                "num_loss_tokens": int(mask[idx].sum()),
+            }
 
 def _strip(model: nn.Module) -> nn.Module:
     """Drop DDP/accelerate wrappers but keep PEFT's (generation must run with the adapter on)."""

@@ -24,7 +24,7 @@ from torch import nn
 from attune.align.pairs import eval_means
 from attune.align.rewards import reward_source
 from attune.align.rl import clipped_policy_loss, group_advantages, masked_mean, per_token_kl
-from attune.align.rollout import held_out_reward, prepare_prompts, response_logprobs, sample
+from attune.align.rollout import held_out_reward, prepare_prompts, response_logprobs, sample, shuffled_minibatches
 from attune.train.config import TrainConfig
 
 RECORD_KINDS = ("prompt", "preference")
@@ -90,25 +90,15 @@ def expand(model: nn.Module, batch: dict, context: Any) -> list[dict]:
         "reply_tokens": float(mask.sum(1).mean()),
     }
     size = opts.minibatch_size or len(rewards)
-    generator = torch.Generator().manual_seed(opts.seed + context.step)
     minibatches = []
-    for _ in range(opts.iterations):
-        order = torch.randperm(len(rewards), generator=generator).to(rewards.device)
-        for s in range(0, len(order), size):
-            idx = order[s : s + size]
-            mb = rollout.select(idx)
-            w = mb["input_ids"].shape[1] - rollout.prompt_width
-            minibatches.append({
-                **mb,
-                "prompt_width": rollout.prompt_width,
-                "mask": mask[idx, :w],
-                "advantages": advantages[idx][:, None],
-                "old_logp": old_logp[idx, :w] if old_logp is not None else None,
-                "ref_logp": ref_logp[idx, :w] if ref_logp is not None else None,
-                "rollout": stats,
-                "num_tokens": int(mb["attention_mask"].sum()),
-                "num_loss_tokens": int(mask[idx].sum()),
-            })
+    for idx, w, mb in shuffled_minibatches(rollout, mask, size, opts.iterations, opts.seed + context.step):
+        minibatches.append({
+            **mb,
+            "advantages": advantages[idx][:, None],
+            "old_logp": old_logp[idx, :w] if old_logp is not None else None,
+            "ref_logp": ref_logp[idx, :w] if ref_logp is not None else None,
+            "rollout": stats,
+        })
     return minibatches
 
 

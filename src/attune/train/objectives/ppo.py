@@ -39,7 +39,7 @@ from attune.align.rl import (
     per_token_kl,
     token_rewards,
 )
-from attune.align.rollout import held_out_reward, prepare_prompts, response_logprobs, sample
+from attune.align.rollout import held_out_reward, prepare_prompts, response_logprobs, sample, shuffled_minibatches
 from attune.train.config import TrainConfig
 from attune.train.logprobs import unwrap
 
@@ -121,25 +121,15 @@ def expand(model: nn.Module, batch: dict, context: Any) -> list[dict]:
     }
     ctl.update(seq_kl, len(scores))
     minibatches = []
-    generator = torch.Generator().manual_seed(opts.seed + context.step)
-    for _ in range(opts.ppo_epochs):
-        order = torch.randperm(len(scores), generator=generator).to(scores.device)
-        for s in range(0, len(order), opts.minibatch_size):
-            idx = order[s : s + opts.minibatch_size]
-            mb = rollout.select(idx)
-            width = mb["input_ids"].shape[1] - rollout.prompt_width
-            minibatches.append({
-                **mb,
-                "prompt_width": rollout.prompt_width,
-                "mask": mask[idx, :width],
-                "old_logp": old_logp[idx, :width],
-                "old_values": old_values[idx, :width],
-                "advantages": advantages[idx, :width],
-                "returns": returns[idx, :width],
-                "rollout": stats,
-                "num_tokens": int(mb["attention_mask"].sum()),
-                "num_loss_tokens": int(mask[idx].sum()),
-            })
+    for idx, width, mb in shuffled_minibatches(rollout, mask, opts.minibatch_size, opts.ppo_epochs, opts.seed + context.step):
+        minibatches.append({
+            **mb,
+            "old_logp": old_logp[idx, :width],
+            "old_values": old_values[idx, :width],
+            "advantages": advantages[idx, :width],
+            "returns": returns[idx, :width],
+            "rollout": stats,
+        })
     return minibatches
 
 
