@@ -135,7 +135,7 @@ def baseline_service_times(model, tok, n_prompts: int, max_tokens: int) -> tuple
     import torch
 
     times, counts, texts = [], [], []
-    for i in range(n_prompts + 1):  # the first is a warm-up
+    for step, i in enumerate([0, *range(n_prompts)]):  # the first is a warm-up; then prompt i is request i's
         text = tok.apply_chat_template(messages(i), tokenize=False, add_generation_prompt=True)
         enc = tok(text, return_tensors="pt", add_special_tokens=False)
         t0 = time.perf_counter()
@@ -143,7 +143,7 @@ def baseline_service_times(model, tok, n_prompts: int, max_tokens: int) -> tuple
             out = model.generate(**enc, max_new_tokens=max_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
         elapsed = time.perf_counter() - t0
         new = out[0, enc["input_ids"].shape[1]:]
-        if i:
+        if step:
             times.append(elapsed)
             counts.append(len(new))  # batch of one: no padding; an EOS counts, as in the server's usage
             texts.append(tok.decode(new, skip_special_tokens=True))
