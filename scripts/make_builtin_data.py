@@ -409,6 +409,13 @@ def make_prefs(rng: random.Random) -> tuple[list[dict], list[dict]]:
     return train, heldout
 
 
+def support_eval_rows(heldout: list[dict]) -> list[dict]:
+    """The held-out pairs as eval rows: the house-style checks for generated replies (tasks/support-style)
+    and the pair as a two-way choice, chosen first (tasks/support-choice)."""
+    checks = json.dumps({"starts_with": "Thanks for reaching out", "max_words": 59})
+    return [{"prompt": r["prompt"], "checks": checks, "choices": [r["chosen"], r["rejected"]], "label": 0} for r in heldout]
+
+
 def write(name: str, rows: list[dict]) -> None:
     (OUT / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
     print(f"wrote {len(rows)} records to {OUT / name}")
@@ -422,6 +429,7 @@ def main() -> None:
     prefs, prefs_heldout = make_prefs(rng)
     write("support-prefs.jsonl", prefs)
     write("support-prefs-heldout.jsonl", prefs_heldout)
+    write("support-eval-heldout.jsonl", support_eval_rows(prefs_heldout))
 
 
 if __name__ == "__main__":

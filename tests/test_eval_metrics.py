@@ -97,3 +97,17 @@ def test_task_bad_input_errors(tmp_path):
 def test_builtin_tickets_task_loads():
     task = load_task("builtin:tickets")
     assert len(task.examples) == 80 and json.loads(task.examples[0]["reference"])["category"]
+
+
+def test_builtin_support_tasks_judge_the_held_out_pairs_by_the_data_rule():
+    """support-style passes every chosen reply and fails every rejected one, as the training rule does."""
+    from attune.align.rewards import follows_house_style
+    from attune.evaluate.metrics import follows_instructions
+
+    style, choice = load_task("builtin:support-style"), load_task("builtin:support-choice")
+    assert len(style.examples) == len(choice.examples) == 50
+    for s, c in zip(style.examples, choice.examples):
+        chosen, rejected = c["choices"]
+        assert c["label"] == 0 and s["query"] == c["query"]
+        assert follows_instructions(chosen, s["reference"]) == 1.0 == float(follows_house_style(chosen))
+        assert follows_instructions(rejected, s["reference"]) == 0.0 == float(follows_house_style(rejected))
