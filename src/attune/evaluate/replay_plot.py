@@ -81,7 +81,7 @@ def replay_plots(result: Any) -> dict[str, str]:
     panels = [("general loss increase (nats/token, held-out general text)", "general_increase")]
     if any(p.forgetting is not None for p in points):
         panels.append(("forgetting (probe drop vs base)", "forgetting"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.6), squeeze=False)
     for ax, (label, field) in zip(axes[0], panels):
         drawn = [p for p in points if getattr(p, field) is not None]
         for p in drawn:
@@ -98,7 +98,8 @@ def replay_plots(result: Any) -> dict[str, str]:
         ax.axvline(0, color="#bbbbbb", linewidth=0.8)
         ax.set_xlabel(label)
         ax.set_ylabel("domain gain (base loss - stage loss, nats/token)")
-        ax.legend(fontsize=7, loc="lower right")
+        ax.margins(0.2)  # room for the point labels
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=4, frameon=False)
     fig.suptitle("continued pretraining: domain gain vs what was lost, with and without replay")
     fig.tight_layout()
     return {"replay: domain gain vs general loss": _png(fig)}
