@@ -135,7 +135,7 @@ def _curves_figure(plt, stage: str, series: dict[str, tuple[list[float], list[fl
     for ax in list(axes.flat)[len(series):]:
         ax.axis("off")
     fig.suptitle(f"stage {stage}", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))  # keep the title clear of the top row of panels
     return fig
 
 
