@@ -175,6 +175,23 @@ def test_a_stage_teacher_labels_chat_prompts_for_a_truncated_student(tmp_path, t
     assert len(cached) == 10 and all(row["prompt"][-1]["role"] == "user" for row in cached)  # gold replies were dropped
     assert out.model is not None and json.loads((out.model / "config.json").read_text())["num_hidden_layers"] == 1
     assert out.summary["total_params"] < stage_output(run, "teacher").summary["total_params"]
+    # a second run retrains the teacher into a new run dir; same weights, so the cache answers everything
+    again = run_recipe(load_recipe(path), show_progress=False)
+    assert again != run
+    assert json.loads((stage_output(again, "student").dir / "distill.json").read_text())["teacher_calls"] == 0
+
+
+def test_a_teacher_directory_is_known_by_its_weights_not_its_path(tmp_path):
+    from attune.distill.cache import teacher_identity
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_bytes(b"same weights")
+        (tmp_path / name / "README.md").write_text(name)  # not part of the identity
+    assert teacher_identity(str(tmp_path / "a")) == teacher_identity(str(tmp_path / "b")) != str(tmp_path / "a")
+    (tmp_path / "b" / "model.safetensors").write_bytes(b"other weights")
+    assert teacher_identity(str(tmp_path / "a")) != teacher_identity(str(tmp_path / "b"))
+    assert teacher_identity("builtin:smollm2-135m-instruct") == "builtin:smollm2-135m-instruct"
 
 
 def test_a_truncated_student_needs_full_weights(tmp_path, tiny_model_dir):

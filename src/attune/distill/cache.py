@@ -16,6 +16,27 @@ from pathlib import Path
 from attune.errors import AttuneError
 from attune.models.generation import GenerationParams, Generator, Prompt
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".json")
+
+
+def teacher_identity(reference: str) -> str:
+    """What the cache keys a teacher by: a local model directory by its content, anything else by name.
+
+    A stage teacher lives under a timestamped run dir, so its path changes every run even when its
+    weights do not; hashing its weight and config files lets a rerun of the same recipe reuse the
+    answers (and a retrained teacher with other weights regenerates them).
+    """
+    path = Path(reference)
+    if not path.is_dir():
+        return reference
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES):
+        digest.update(str(file.relative_to(path)).encode())
+        with open(file, "rb") as fh:
+            while block := fh.read(1 << 24):
+                digest.update(block)
+    return f"dir-sha256:{digest.hexdigest()}"
+
 
 def cache_key(teacher: str, prompt: Prompt, params: GenerationParams) -> str:
     """Stable hash of (teacher, prompt, params); JSON with sorted keys makes it order-independent."""
