@@ -108,6 +108,15 @@ def _cache_path(options: Options, context: Any) -> Path:
     return Path(recipe.output_dir) / recipe.name / "teacher-cache.jsonl"
 
 
+def _teacher_identity(context: Any) -> str:
+    """The teacher's cache identity, hashed once per stage (prepare runs for train, validation and tasks)."""
+    from attune.distill.cache import teacher_identity
+
+    if "teacher_identity" not in context.state:
+        context.state["teacher_identity"] = teacher_identity(_teacher_ref(context))
+    return context.state["teacher_identity"]
+
+
 def _teacher_generator(context: Any):
     if "teacher_generator" not in context.state:
         from attune.models import load_generator
@@ -119,7 +128,7 @@ def _teacher_generator(context: Any):
 def answer_prompts(records: list, options: Options, context: Any) -> list:
     """Prompt records become chat records carrying the teacher's (cached) answer; others pass through."""
     from attune.data.records import ChatRecord, PromptRecord
-    from attune.distill.cache import teacher_identity, teacher_responses
+    from attune.distill.cache import teacher_responses
     from attune.models.generation import GenerationParams
 
     if options.teacher_answers == "all":
@@ -129,7 +138,7 @@ def answer_prompts(records: list, options: Options, context: Any) -> list:
         return records
     params = GenerationParams(max_new_tokens=options.max_new_tokens, temperature=options.teacher_temperature, seed=options.seed)
     answers, asked = teacher_responses(
-        lambda: _teacher_generator(context), teacher_identity(_teacher_ref(context)), [r.prompt for r in prompts], params,
+        lambda: _teacher_generator(context), _teacher_identity(context), [r.prompt for r in prompts], params,
         _cache_path(options, context),
     )
     context.state["teacher_calls"] = context.state.get("teacher_calls", 0) + asked
