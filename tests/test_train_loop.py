@@ -116,3 +116,12 @@ def test_loop_trains_every_shape(tiny_model, tokenizer, tmp_path, adapter):
     ctx = _context(tokenizer, max_steps=4, lr=1e-2)
     result = train_loop(model, sft, _examples(16), _examples(2, seed=5), ctx, tmp_path, show_progress=False)
     assert result.steps == 4 and result.eval_loss is not None and math.isfinite(result.final_loss)
+
+
+def test_time_budget_stops_at_a_step_boundary_with_a_checkpoint(tiny_model, tokenizer, tmp_path):
+    ctx = _context(tokenizer, epochs=50, max_seconds=1e-6)
+    result = train_loop(_lora(tiny_model), sft, _examples(24), [], ctx, tmp_path, show_progress=False)
+    assert result.out_of_time and result.steps == 1
+    assert [c.name for c in list_checkpoints(tmp_path / "checkpoints")] == ["step-00000001"]
+    row = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert row["step"] == 1 and row["loss_tokens"] > 0 and row["seconds"] > 0

@@ -18,6 +18,11 @@ class TrainConfig(StrictModel):
 
     epochs: float = Field(1.0, gt=0, description="passes over the training data (fractions allowed)")
     max_steps: int | None = Field(None, gt=0, description="stop after this many optimizer steps (overrides epochs)")
+    max_seconds: float | None = Field(
+        None, gt=0,
+        description="stop at the first step that ends past this much training time (a checkpoint is written; "
+        "the schedule stays planned over epochs/max_steps, so the run resumes where it stopped)",
+    )
     lr: float = Field(2e-4, gt=0, description="peak learning rate (2e-4 is the LoRA default of QLoRA, Dettmers 2023)")
     weight_decay: float = Field(0.0, ge=0)
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="share of steps with linear warmup")

@@ -45,6 +45,7 @@ class LoopResult:
     eval_loss: float | None
     best_eval_loss: float | None
     stopped_early: bool
+    out_of_time: bool = False
 
 
 def is_prompt_learning(model: nn.Module) -> bool:
@@ -242,7 +243,7 @@ def train_loop(
     model.train()
     last_loss: float | None = None
     last_eval: float | None = None
-    stopped_early = False
+    stopped_early = out_of_time = False
     last_ckpt = list_checkpoints(ckpt_root)[-1] if list_checkpoints(ckpt_root) else None
     scope = ExitStack()
     if packable:
@@ -283,6 +284,8 @@ def train_loop(
                 "lr": scheduler.get_last_lr()[0],
                 "grad_norm": grad_norm,
                 "tokens": tokens,
+                "loss_tokens": loss_tokens,
+                "seconds": round(dt, 3),
                 "tokens_per_s": round(tokens / dt, 2),
                 "loss_tokens_per_s": round(loss_tokens / dt, 2),
                 **metrics,
@@ -297,12 +300,13 @@ def train_loop(
                     stopped_early = _early_stop(state, last_eval, opts.early_stopping_patience)
             if state.step % opts.log_every == 0 or "eval_loss" in row or state.step == total_steps:
                 log.write(row)
-            if state.step % save_every == 0 or state.step == total_steps or stopped_early:
+            out_of_time = opts.max_seconds is not None and _past_deadline(state.train_seconds, opts.max_seconds, acc)
+            if state.step % save_every == 0 or state.step == total_steps or stopped_early or out_of_time:
                 acc.wait_for_everyone()
                 if acc.is_main_process:
                     last_ckpt = save_checkpoint(ckpt_root, raw_model, optimizer, scheduler, state, opts.keep_checkpoints)
             progress.update(state.step, row)
-            if stopped_early:
+            if stopped_early or out_of_time:
                 break
     finally:
         scope.close()
@@ -316,6 +320,7 @@ def train_loop(
         eval_loss=last_eval,
         best_eval_loss=state.best_eval,
         stopped_early=stopped_early,
+        out_of_time=out_of_time,
     )
 
 
@@ -352,6 +357,13 @@ def _optimizer_step(model, objective, group, context, optimizer, scheduler, opts
     if acc.num_processes > 1:
         stats = acc.reduce(stats.to(acc.device), reduction="sum").cpu()
     return float(stats[0]) / global_w, sums, int(stats[1]), int(stats[2]), grad_norm
+
+
+def _past_deadline(seconds: float, budget: float, acc) -> bool:
+    """Whether the time budget is spent; with several processes, as soon as any one is past it,
+    so that all stop at the same step (one process leaving early would hang the others' all-reduce)."""
+    past = torch.tensor(float(seconds >= budget), device=acc.device)
+    return bool(acc.reduce(past, reduction="sum").item() > 0) if acc.num_processes > 1 else bool(past.item())
 
 
 def _early_stop(state: TrainState, value: float, patience: int | None) -> bool:
