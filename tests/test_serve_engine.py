@@ -76,16 +76,22 @@ def test_batched_greedy_equals_generate_one_at_a_time_with_mixed_adapters(peft_m
     adapters = ["adapter-a", BASE, "adapter-b", "adapter-a", "adapter-b", BASE]
     lengths = [9, 14, 20, 6, 11, 16]
     engine = Engine(peft_model, tokenizer, max_batch=3, max_queue=10)
-    engine.start()
     results: dict[int, tuple[str, Finished]] = {}
+    sinks = [queue.Queue() for _ in prompts]
+
+    def submit(i: int) -> None:
+        ids = tokenizer(prompts[i], add_special_tokens=False)["input_ids"]
+        engine.submit(Request(ids, GenerationParams(max_new_tokens=lengths[i]), sinks[i].put, adapters[i]))
 
     def client(i: int) -> None:
-        time.sleep(0.03 * i)  # staggered: later requests join a running batch
-        sink: queue.Queue = queue.Queue()
-        ids = tokenizer(prompts[i], add_special_tokens=False)["input_ids"]
-        engine.submit(Request(ids, GenerationParams(max_new_tokens=lengths[i]), sink.put, adapters[i]))
-        results[i] = collect(sink)
+        if i >= 3:
+            time.sleep(0.03 * i)  # staggered: later requests join a running batch
+            submit(i)
+        results[i] = collect(sinks[i])
 
+    for i in range(3):  # queued before the engine starts, so its first pass admits a full batch of 3
+        submit(i)
+    engine.start()
     threads = [threading.Thread(target=client, args=(i,)) for i in range(len(prompts))]
     [t.start() for t in threads]
     [t.join() for t in threads]
