@@ -6,7 +6,7 @@
 Every measurement runs in a fresh subprocess (so peak RSS is its own) on the builtin
 SmolLM2-135M-Instruct with LoRA r=16 on all linear layers, fp32, over the same chat records
 (mixed lengths, 50-600 tokens, built deterministically from the text shipped in
-src/attune/builtin). An epoch over 256 records takes 10-25 minutes per system on 2 cores, so
+src/attune/builtin). An epoch over 256 records takes 5-20 minutes per system on 2 cores, so
 each system trains on the whole set for a time budget (`--seconds`) and stops at the first
 optimizer step that ends past it (attune's `max_seconds`; a TrainerCallback for TRL).
 Throughput = real supervised tokens (assistant tokens, no padding) of the completed steps /
@@ -126,11 +126,11 @@ def run_trl(records_file: Path, tuned: bool, seconds: float) -> dict:
     from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    clock = {"start": 0.0, "seconds": 0.0, "tokens": 0, "counted": 0, "steps": 0}
+    clock = {"start": 0.0, "seconds": 0.0, "tokens": 0, "steps": 0}
 
     class CountingTrainer(SFTTrainer):
         def training_step(self, model, inputs, *args, **kwargs):
-            clock["counted"] += int((inputs["labels"] != -100).sum())
+            clock["tokens"] += int((inputs["labels"] != -100).sum())
             return super().training_step(model, inputs, *args, **kwargs)
 
     class TimeBudget(TrainerCallback):
@@ -139,7 +139,7 @@ def run_trl(records_file: Path, tuned: bool, seconds: float) -> dict:
 
         def on_step_end(self, args, state, control, **kwargs):
             clock["seconds"] = time.perf_counter() - clock["start"]
-            clock["tokens"], clock["steps"] = clock["counted"], clock["steps"] + 1
+            clock["steps"] += 1
             if seconds and clock["seconds"] >= seconds:
                 control.should_training_stop = True
 

@@ -142,6 +142,18 @@ def test_two_processes_match_one_process_with_same_global_batch(tmp_path, tiny_m
     assert max(abs(a - b) for a, b in zip(single, double)) < 1e-5
 
 
+@pytest.mark.timeout(600)
+def test_two_processes_stop_together_on_a_time_budget(tmp_path, tiny_model_dir):
+    """Under torchrun the time-budget check is all-reduced: both ranks stop after step 1, no hang."""
+    recipe = _recipe(tmp_path, tiny_model_dir, epochs=50, max_seconds=1e-6)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29534", "-m", "attune"]
+    proc = subprocess.run([*launcher, "train", str(recipe), "--no-progress"], env=ENV, capture_output=True, text=True, timeout=540)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stage = (tmp_path / "runs" / "tiny" / "latest").resolve() / "stages" / "sft"
+    assert [json.loads(x)["step"] for x in (stage / "metrics.jsonl").read_text().splitlines()] == [1]
+    assert [c.name for c in list_checkpoints(stage / "checkpoints")] == ["step-00000001"]
+
+
 def test_cpt_then_sft_chain_with_replay(tmp_path, tiny_model_dir):
     """cpt (with replay) -> sft: the second stage starts from the first stage's merged weights."""
     docs = tmp_path / "docs"

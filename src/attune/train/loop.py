@@ -362,8 +362,10 @@ def _optimizer_step(model, objective, group, context, optimizer, scheduler, opts
 def _past_deadline(seconds: float, budget: float, acc) -> bool:
     """Whether the time budget is spent; with several processes, as soon as any one is past it,
     so that all stop at the same step (one process leaving early would hang the others' all-reduce)."""
-    past = torch.tensor(float(seconds >= budget), device=acc.device)
-    return bool(acc.reduce(past, reduction="sum").item() > 0) if acc.num_processes > 1 else bool(past.item())
+    past = seconds >= budget
+    if acc.num_processes == 1:
+        return past
+    return bool(acc.reduce(torch.tensor(float(past), device=acc.device), reduction="sum").item() > 0)
 
 
 def _early_stop(state: TrainState, value: float, patience: int | None) -> bool:
