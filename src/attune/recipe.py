@@ -129,6 +129,9 @@ class Candidate(StrictModel):
     selection: Literal["random", "similarity"] | None = None
     pool: str | None = Field(None, description="few-shot example pool (default: the first stage's data)")
     index: str | None = Field(None, description="rag: an index dir or documents to index")
+    answer: Literal["auto", "extractive", "generative"] | None = Field(
+        None, description="rag: generate the answer, quote the best retrieved sentence, or auto (by reader size; the task's default)"
+    )
     system: str | None = None
 
     @model_validator(mode="after")

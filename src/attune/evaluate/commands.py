@@ -23,6 +23,10 @@ def eval_command(
     pool: Optional[str] = typer.Option(None, "--pool", help="few-shot pool: a task or data file"),
     index: Optional[str] = typer.Option(None, "--index", help="rag: an index directory"),
     system: Optional[str] = typer.Option(None, "--system", help="system prompt"),
+    answer: Optional[str] = typer.Option(
+        None, "--answer", help="rag: generative | extractive (quote the best passage sentence) | auto (extractive for readers "
+        "under 1B parameters); default: the task's `answer:`, else auto"
+    ),
     limit: Optional[int] = typer.Option(None, "--limit", help="first N examples per task"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="write results (with every example) as JSON"),
 ) -> None:
@@ -45,7 +49,7 @@ def eval_command(
         task_context = StrategyContext(
             pool=context.pool, base_dir=context.base_dir, system=system or task.spec.system, template=task.spec.template
         )
-        strat = build_strategy(strategy, options, task_context)
+        strat = build_strategy(strategy, {**options, "answer": answer or task.spec.answer}, task_context)
         with console.status(f"{task.name}: {len(task.examples)} examples ..."):
             results.append(run_task(generator, task, strat))
     table = Table(title=f"{generator.name} · {strategy}")

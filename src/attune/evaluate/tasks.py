@@ -62,6 +62,9 @@ class TaskSpec(StrictModel):
     system: str | None = Field(None, description="system prompt added by the zero-shot strategy")
     template: str = Field("{input}", description="how a text input becomes the user message")
     max_new_tokens: int = Field(64, gt=0)
+    answer: Literal["auto", "extractive", "generative"] = Field(
+        "auto", description="rag strategy: generate the answer, quote the best retrieved sentence, or auto (by reader size)"
+    )
     limit: int | None = Field(None, gt=0, description="use only the first N examples")
     choice_prefix: str | None = Field(
         None, description="text between the context and each option (choice); default ' ', or '' after a chat template (as lm-eval)"
