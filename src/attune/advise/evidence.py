@@ -185,7 +185,7 @@ def verdict(order: list[Measured]) -> str:
 def run_evidence(advice: Advice, recipe: Recipe, *, top: int = 3, max_examples: int | None = None) -> Evidence:
     """Train and score the top candidates, re-rank them, and write advice-evidence.json into the run."""
     from attune.evaluate.compare import run_compare
-    from attune.evaluate.report import forgetting
+    from attune.evaluate.results import forgetting
 
     compare_recipe, skipped, methods = evidence_recipe(advice, recipe, top, max_examples)
     result = run_compare(compare_recipe)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from attune.advise.evidence import Evidence
 from attune.advise.rules import Advice, Option
-from attune.evaluate.report import _md_table
+from attune.evaluate.render import md_table
 
 
 def _situation_line(a: Advice) -> str:
@@ -52,7 +52,7 @@ def evidence_markdown(ev: Evidence) -> str:
              "—" if m.forgetting is None else f"{m.forgetting:+.3f}", f"{m.utility:.3f}", f"{m.se:.3f}",
              f"{m.cost.get('train_seconds') or 0:.0f}", f"{m.cost.get('prompt_tokens_per_query') or 0:.0f}",
              f"{m.cost.get('latency_per_query') or 0:.2f}", str(m.evidence_rank)] for m in ev.measured]
-    lines = ["## Evidence (measured on your held-out data)", "", *_md_table(header, rows), "", f"**Verdict**: {ev.verdict}.", ""]
+    lines = ["## Evidence (measured on your held-out data)", "", *md_table(header, rows), "", f"**Verdict**: {ev.verdict}.", ""]
     lines += [f"- not measured: **{k}**: {v}" for k, v in ev.skipped.items()]
     lines += ["", f"Run: `{ev.run_dir}` (report.html, compare.json, advice-evidence.json)", ""]
     return "\n".join(lines)

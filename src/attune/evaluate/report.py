@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 from pathlib import Path
 from typing import Any
 
-from attune.evaluate.compare import CandidateResult, CompareResult
-
-
-def forgetting(c: CandidateResult, base: dict[str, float]) -> float | None:
-    """Mean drop of the probe scores against the base model (positive = skill lost)."""
-    common = [k for k in base if k in c.probe and not k.endswith(("perplexity", "/loss", "bits_per_byte"))]
-    if not common:
-        return None
-    return sum(base[k] - c.probe[k] for k in common) / len(common)
+from attune.evaluate.render import md_table, png
+from attune.evaluate.replay_plot import replay_plots
+from attune.evaluate.results import CandidateResult, CompareResult, forgetting
 
 
 def general_perplexity(probe: dict[str, float]) -> float | None:
@@ -59,15 +51,6 @@ def probe_rows(result: CompareResult) -> tuple[list[str], list[list[str]]]:
     return ["weights", *keys], rows
 
 
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
-
-
 def plots(result: CompareResult) -> dict[str, str]:
     import matplotlib
 
@@ -81,7 +64,7 @@ def plots(result: CompareResult) -> dict[str, str]:
     ax.set_xlabel("score (first metric of each task, averaged)")
     ax.set_xlim(0, 1)
     ax.invert_yaxis()
-    out["scores"] = _png(fig)
+    out["scores"] = png(fig)
     drops = [(c.name, c.score, forgetting(c, result.base_probe)) for c in result.candidates]
     if any(d is not None for _, _, d in drops):
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -91,13 +74,11 @@ def plots(result: CompareResult) -> dict[str, str]:
                 ax.annotate(name, (drop, score), fontsize=8, xytext=(4, 4), textcoords="offset points")
         ax.set_xlabel("forgetting (probe drop vs base)")
         ax.set_ylabel("task score")
-        out["forgetting"] = _png(fig)
+        out["forgetting"] = png(fig)
     for stage, rows in result.training.items():
         series = training_series(rows)
         if series:
-            out[f"training: {stage}"] = _png(_curves_figure(plt, stage, series))
-    from attune.evaluate.replay_plot import replay_plots
-
+            out[f"training: {stage}"] = png(_curves_figure(plt, stage, series))
     out.update(replay_plots(result))  # cpt stages with/without replay: domain gain vs what was lost
     return out
 
@@ -171,10 +152,6 @@ def _html_table(header: list[str], rows: list[list[str]], title: str | None = No
     return (f"<h2>{html.escape(title)}</h2>" if title else "") + f"<table><tr>{cells}</tr>{body}</table>"
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
-
-
 def compare_json(result: CompareResult) -> dict[str, Any]:
     """Everything the report shows, every example included, as plain JSON."""
     return {
@@ -191,10 +168,10 @@ def compare_json(result: CompareResult) -> dict[str, Any]:
 
 def markdown(result: CompareResult) -> str:
     header, rows = table_rows(result)
-    md = [f"# attune compare: {result.recipe}", "", *_md_table(header, rows), "", FORGETTING_NOTE, ""]
+    md = [f"# attune compare: {result.recipe}", "", *md_table(header, rows), "", FORGETTING_NOTE, ""]
     probe_header, probe_table = probe_rows(result)
     if probe_table:
-        md += ["## General-skills probe", "", *_md_table(probe_header, probe_table), ""]
+        md += ["## General-skills probe", "", *md_table(probe_header, probe_table), ""]
     for c in result.candidates:
         bad = failures(c)
         if bad:
