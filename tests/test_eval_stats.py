@@ -71,7 +71,7 @@ def test_unpaired_inputs_are_refused():
 
 
 def _candidate(name, scores, latency=1.0, tokens=100.0):
-    from attune.evaluate.compare import CandidateResult
+    from attune.evaluate.results import CandidateResult
     from attune.evaluate.runner import TaskResult
 
     rows = [{"scores": {"exact_match": s}, "prediction": "", "reference": ""} for s in scores]

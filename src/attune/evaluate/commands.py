@@ -72,7 +72,7 @@ def compare_command(
 ) -> None:
     """Score every candidate (prompting, trained stages, both) on the same tasks; write compare.json and a report."""
     from attune.evaluate.compare import run_compare
-    from attune.evaluate.report import table_rows
+    from attune.evaluate.report import table_rows, verdict_text
     from attune.recipe import load_recipe
 
     result = run_compare(load_recipe(recipe), run)
@@ -83,4 +83,5 @@ def compare_command(
     for r in rows:
         table.add_row(*r)
     console.print(table)
+    console.print(f"[bold]Verdict[/bold]: {verdict_text(result)}", highlight=False)
     console.print(f"report: [bold]{result.run_dir / 'report.html'}[/bold] (and report.md, compare.json)")

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from attune.evaluate.stats import Interval, PairedTest, bootstrap_interval, paired_test
 
 if TYPE_CHECKING:
-    from attune.evaluate.compare import CandidateResult
+    from attune.evaluate.results import CandidateResult
+    from attune.evaluate.runner import TaskResult
 
 
 @dataclass
@@ -49,6 +50,21 @@ def example_scores(c: CandidateResult) -> list[list[float]]:
             key = next(iter(t.metrics))
             groups.append([float(r["scores"][key]) for r in t.rows])
     return groups
+
+
+def metric_interval(task: TaskResult, metric: str, seed: int = 0) -> Interval | None:
+    """The 95 % interval of one task metric, when it is a mean of per-example scores (not perplexity)."""
+    values = [r["scores"][metric] for r in task.rows if metric in r.get("scores", {})]
+    if not values or len(values) != len(task.rows) or abs(sum(values) / len(values) - task.metrics[metric]) > 1e-9:
+        return None
+    return bootstrap_interval([values], seed=seed)
+
+
+def label(s: Standing) -> str:
+    """The table's "vs best" cell."""
+    if s.vs_best is None:
+        return "best"
+    return f"{'tied' if s.tied else 'below'} (p={s.vs_best.p_value:.2f})"
 
 
 def standings(candidates: list[CandidateResult], seed: int = 0) -> list[Standing]:
