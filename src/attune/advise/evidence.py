@@ -8,10 +8,12 @@ shape, trained from the base model (`start: base`, so candidates do not chain). 
 always measured as the baseline. `attune.evaluate.compare.run_compare` does the measuring.
 
 Re-ranking: utility = task score - weight x forgetting (probe drop vs the base; the weight
-follows the user's forgetting tolerance). Two candidates whose utilities differ by less than
-one standard error of the difference (sqrt(se1^2 + se2^2), se = sqrt(p(1-p)/n) over the n
-held-out examples) are a tie, and a tie goes to the cheaper one (training seconds, then prompt
-tokens per query). The verdict says whether the rules' first choice was confirmed.
+follows the user's forgetting tolerance). Every candidate is compared with the best by the
+paired bootstrap on the same held-out examples (`evaluate/stats.py`; the forgetting term is a
+constant shift of the difference). Candidates whose difference from the best is not
+significant at 95 % are tied with it and share rank 1, listed cheapest first (training
+seconds, then prompt tokens per query): a tie stays a tie. The verdict says whether the rules'
+first choice is among the best (confirmed) or significantly below it (overturned).
 """
 
 from __future__ import annotations
