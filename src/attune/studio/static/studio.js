@@ -79,7 +79,7 @@ function runPage() {
       (g.seconds_left != null ? `, ~${Math.round(g.seconds_left)} s left` : "")).join(" · ");
     $("#report").hidden = !s.has_report;
     $("#stop").disabled = s.status !== "running";
-    $("#resume").disabled = s.status === "running" || s.status === "finished";
+    $("#resume").disabled = s.status === "finished";
   });
   es.addEventListener("end", () => { es.close(); loadLog(); });
   async function loadLog() {
