@@ -56,7 +56,7 @@ function runPage() {
   const data = {};  // stage -> rows
   let overlay = {};
   const series = key => Object.entries(data).map(([stage, rows], i) => ({
-    name: `${stage} ${key}`, color: COLORS[i % COLORS.length], dots: key === "eval_loss",
+    name: `${stage} ${key}`, color: COLORS[(i + (key === "eval_loss" ? 1 : 0)) % COLORS.length], dots: key === "eval_loss",
     points: rows.filter(r => r[key] !== undefined && r[key] !== null).map(r => [r.step, r[key]]) }));
   function redraw() {
     const loss = [...series("loss"), ...series("eval_loss")];
@@ -178,6 +178,8 @@ function arenaPage() {
     show(msg, "loading…");
     try { const r = await api("POST", "/api/arena/load", Object.fromEntries(new FormData(e.target)));
       $("#served").innerHTML = r.names.map(n => `<option>${esc(n)}</option>`).join("");
+      $("#arena-setup").open = false;
+      $("#arena-setup summary").textContent = `Models: ${e.target.model.value}`;
       show(msg, `served: ${r.names.join(", ")}`); } catch (err) { show(msg, err.message, true); }
   };
   function candidate(side) { return Object.fromEntries($$(`.cand[data-side=${side}] [name]`).map(i => [i.name, i.value])); }
