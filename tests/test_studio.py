@@ -175,3 +175,19 @@ def test_advise_form_ranks_and_a_method_becomes_a_recipe_that_validates(roots):
     text = c.post("/api/advise/recipe", json={"method": method, "form": form}).json()["text"]
     text = text.replace("PATH/TO/YOUR/DATA.jsonl", str(data / "ok.jsonl")).replace("PATH/TO/HELDOUT-TASK.yaml", "builtin:tickets")
     assert c.post("/api/recipe/check", json={"text": text}).json()["ok"]
+
+
+def test_local_recipes_are_listed_and_read_from_the_data_root_only(roots):
+    from attune.studio import recipes
+
+    runs, data, secret = roots
+    (data / "sub").mkdir()
+    (data / "sub" / "r.yaml").write_text("name: r\nmodel: m\nstages: [{objective: sft, data: ../ok.jsonl}]\n")
+    (data / "task.yaml").write_text("name: t\nkind: generate\n")  # not a recipe
+    settings = StudioSettings(runs=runs, data=data)
+    assert recipes.local_recipes(settings) == ["local:sub/r.yaml"]
+    c = _client(runs, data)
+    assert c.get("/api/recipe?ref=local:sub/r.yaml").json()["text"].startswith("name: r")
+    assert recipes.recipe_file(settings, "local:sub/r.yaml") == data / "sub" / "r.yaml"
+    assert c.get(f"/api/recipe?ref=local:../{secret.name}").status_code == 404
+    assert c.get("/api/recipe?ref=builtin:recipes/demo").json()["text"].startswith("# The `make demo` recipe")

@@ -94,6 +94,7 @@ def create_app(settings: StudioSettings) -> FastAPI:
     @app.get("/new", response_class=HTMLResponse)
     async def new_page(request: Request):
         return page(request, "new.html", builtin=recipes.builtin_recipes(), saved=recipes.saved_recipes(settings),
+                    local=recipes.local_recipes(settings),
                     choices=recipes.form_choices(), data_files=data_view.data_files(settings.data))
 
     @app.get("/data", response_class=HTMLResponse)
@@ -208,12 +209,12 @@ def create_app(settings: StudioSettings) -> FastAPI:
     @app.post("/api/runs/start")
     async def api_start(request: Request):
         body = await _json(request)
-        if body.get("ref", "").startswith("builtin:recipes/") and not body.get("text"):
-            from attune.builtin import resolve_path
-
-            file = resolve_path(body["ref"])
+        text, ref = str(body.get("text", "")), str(body.get("ref") or "")
+        picked = recipes.recipe_file(settings, ref) if ref else None
+        if picked is not None and picked.read_text() == text:  # unedited: run the file itself
+            file = picked
         else:
-            file = await run_in_threadpool(recipes.save_text, settings, str(body.get("text", "")))
+            file = await run_in_threadpool(recipes.save_text, settings, text)
         run = await run_in_threadpool(jobs.start_training, file)
         return {"run": str(run.relative_to(settings.runs))}
 

@@ -2,8 +2,9 @@
 
 Text typed in the browser is written to a file and read back with `attune.recipe.load_recipe`,
 so it gets exactly the errors `attune recipe check` prints (file:line, field, did-you-mean).
-Relative paths in it are resolved against `runs/.studio/recipes/`, where it is saved; the form
-fills in absolute paths.
+A picked builtin or local recipe that was not edited starts from its own file (so its relative
+paths mean what they meant); edited text is saved under `runs/.studio/recipes/` and its relative
+paths resolve there. The form fills in absolute paths.
 """
 
 from __future__ import annotations
@@ -34,19 +35,41 @@ def saved_recipes(settings: StudioSettings) -> list[str]:
     return sorted(p.name for p in d.glob("*.yaml") if p.name != DRAFT) if d.is_dir() else []
 
 
-def recipe_text(settings: StudioSettings, ref: str) -> str:
-    """The text of a builtin recipe (`builtin:recipes/NAME`) or of one the studio saved (its file name)."""
+def local_recipes(settings: StudioSettings, limit: int = 200) -> list[str]:
+    """YAML files under the data root that look like recipes (a mapping with `model` and `stages`), as `local:PATH`."""
+    out = []
+    for p in sorted(settings.data.rglob("*.y*ml")) if settings.data.is_dir() else []:
+        rel = p.relative_to(settings.data)
+        if any(part.startswith(".") for part in rel.parts) or p.stat().st_size > 200_000:
+            continue
+        try:
+            data = yaml.safe_load(p.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError):
+            continue
+        if isinstance(data, dict) and "model" in data and "stages" in data:
+            out.append(f"local:{rel}")
+            if len(out) >= limit:
+                break
+    return out
+
+
+def recipe_file(settings: StudioSettings, ref: str) -> Path:
+    """The file behind a pick: `builtin:recipes/NAME`, `local:PATH` (under the data root) or a saved file name."""
     if ref.startswith("builtin:recipes/"):
         from attune.builtin import resolve_path
 
         path = resolve_path(ref)
         if not path.is_file():
             raise AttuneError(f"no builtin recipe {ref!r}; known: {', '.join(builtin_recipes())}")
-        return path.read_text()
-    path = inside(settings.recipes_dir, ref)
+        return path
+    path = inside(settings.data, ref.removeprefix("local:")) if ref.startswith("local:") else inside(settings.recipes_dir, ref)
     if not path.is_file():
-        raise NotAllowed(f"no saved recipe {ref!r}")
-    return path.read_text()
+        raise NotAllowed(f"no recipe {ref!r}")
+    return path
+
+
+def recipe_text(settings: StudioSettings, ref: str) -> str:
+    return recipe_file(settings, ref).read_text()
 
 
 def _write(path: Path, text: str) -> None:

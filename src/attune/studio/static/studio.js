@@ -129,7 +129,8 @@ function newPage() {
   };
   start.onclick = async () => {
     start.disabled = true;
-    try { const r = await api("POST", "/api/runs/start", { text: text.value }); location.href = `/run/${r.run}`; }
+    try { const r = await api("POST", "/api/runs/start", { text: text.value, ref: $("#recipe-pick").value });
+      location.href = `/run/${r.run}`; }
     catch (err) { show(check, err.message, true); start.disabled = false; }
   };
   const draft = localStorage.getItem("attune-draft");
