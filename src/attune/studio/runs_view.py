@@ -97,7 +97,10 @@ def read_job(run: Path) -> dict[str, Any]:
 
 def run_view(runs_root: Path, run: Path, live_pids: dict[Path, int] | None = None) -> RunView:
     """What the runs page shows of one run dir; `live_pids` are the studio's own running jobs."""
-    recipe = yaml.safe_load((run / "recipe.yaml").read_text()) or {}
+    try:
+        recipe = yaml.safe_load((run / "recipe.yaml").read_text()) or {}
+    except yaml.YAMLError:  # being rewritten by the trainer at this instant: show it without stages this once
+        recipe = {}
     stages = [stage_view(run, s) for s in recipe.get("stages", [])]
     job = read_job(run)
     pid = training_pid(run) or (live_pids or {}).get(run.resolve())
