@@ -23,7 +23,7 @@ from rich.console import Console
 
 from attune.errors import AttuneError
 from attune.recipe import Recipe, Stage, dump_recipe
-from attune.runs import new_run_dir, stage_dir
+from attune.runs import new_run_dir, stage_dir, training_lock
 
 console = Console(stderr=True)
 
@@ -253,10 +253,16 @@ def run_recipe(
         state.wait_for_everyone()
         run_dir = Path((Path(recipe.output_dir) / recipe.name / ".current").read_text())
     run_dir = Path(run_dir)
-    if state.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
+    if not state.is_main_process:
+        return _train_stages(recipe, run_dir, state, resume, only, show_progress)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with training_lock(run_dir):  # before anything is written: a second trainer changes nothing
         (run_dir / "recipe.yaml").write_text(dump_recipe(recipe))
         (run_dir / "provenance.json").write_text(json.dumps(provenance(), indent=2))
+        return _train_stages(recipe, run_dir, state, resume, only, show_progress)
+
+
+def _train_stages(recipe: Recipe, run_dir: Path, state, resume: bool, only: list[str] | None, show_progress: bool) -> Path:
     base = recipe.model
     for stage in recipe.stages:
         assert stage.name is not None
