@@ -120,8 +120,8 @@ class Server:
     def prepare(self, prompt: Prompt, max_tokens: int | None, params: GenerationParams, target: Target) -> Prepared:
         """Tokenize exactly as `attune generate` does and enforce the per-request limits (400, naming the limit)."""
         s = self.settings
-        text = self.renderer.render(prompt)
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = self.renderer.encode(prompt)
+        params.stop = self.renderer.stops(prompt, params)
         if len(ids) > s.max_prompt_tokens:
             raise ServeError(400, f"prompt has {len(ids)} tokens; this server's limit is {s.max_prompt_tokens} "
                                   "(--max-prompt-tokens)", "messages", "prompt_too_long")
