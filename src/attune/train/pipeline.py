@@ -245,6 +245,9 @@ def run_recipe(
 
     # cpu=True matters under torchrun on CPU: without it every rank believes it is rank 0.
     state = PartialState(cpu=not torch.cuda.is_available())
+    if resume and run_dir is not None and not (Path(run_dir) / "recipe.yaml").is_file():
+        what = "does not exist" if not Path(run_dir).exists() else "is not a run directory (no recipe.yaml)"
+        raise AttuneError(f"--resume {run_dir}: {what}")
     if run_dir is None:
         if state.is_main_process:
             run_dir = new_run_dir(Path(recipe.output_dir), recipe.name)
