@@ -92,7 +92,7 @@ def create_app(server: Server) -> FastAPI:
 
         server.auth.check(request.headers.get("authorization"), admin=True)
         body = _parse(AdapterLoad, await _read(request, server))
-        if body.name == server.name or body.name.startswith(("mix:", "route:", "rag:")):
+        if body.name in server.names or body.name.startswith(("mix:", "route:", "rag:")):
             raise ServeError(400, f"adapter name {body.name!r} is taken", "name")
         info = await run_in_threadpool(server.registry.add, body.name, body.path, runtime=True, description=body.description)
         log.info("adapter added name=%s rank=%d", info.name, info.rank)
