@@ -1,6 +1,8 @@
 """Run tasks against a generator (optionally through a prompting strategy), keeping every example.
 
-generate: greedy batched generation -> extraction -> metrics.
+generate: greedy batched generation -> extraction -> metrics. A strategy that answers by other
+means than generating (RAG's extractive answers) has `respond(generator, built, params)`, which
+the runner calls instead of `generator.generate`.
 choice: log-likelihood of each option after the context, `acc` and `acc_norm` (normalised by
 the option's length in characters), as lm-evaluation-harness 0.4 scores multiple choice.
 perplexity: log-likelihood of every token of raw text (rolling windows) -> loss, token / word /
@@ -51,7 +53,8 @@ def run_generate(generator: Generator, task: Task, strategy: Strategy, seed: int
     if strategy.name == "cot":
         params.max_new_tokens = max(params.max_new_tokens, 192)
     start = time.perf_counter()
-    outputs = generator.generate([b.prompt for b in built], params)
+    respond = getattr(strategy, "respond", None)
+    outputs = respond(generator, built, params) if respond else generator.generate([b.prompt for b in built], params)
     seconds = time.perf_counter() - start
     render = getattr(generator, "render", lambda p: str(p))
     rows, sums = [], {m: 0.0 for m in spec.metrics}
