@@ -60,7 +60,7 @@ def run_attune(n: int) -> dict:
 
     from attune.adapters import apply_adapter, parse_adapter
     from attune.models import load_model
-    from attune.train.context import ObjectiveContext
+    from attune.train.context import StageContext
     from attune.train.loop import train_loop
     from attune.train.objectives import dpo
 
@@ -68,10 +68,10 @@ def run_attune(n: int) -> dict:
     loaded = load_model(MODEL, device="cpu")
     model = apply_adapter(loaded.model, parse_adapter({"type": "lora", **LORA, "targets": "all-linear"}))
     opts = dpo.Options(epochs=1, lr=5e-5, beta=0.1, batch_tokens=1024, max_length=1024, val_fraction=0.0)
-    ctx = ObjectiveContext(tokenizer=loaded.tokenizer, options=opts, accelerator=Accelerator(cpu=True))
-    examples = dpo.prepare(load_pairs(n), loaded.tokenizer, opts, ctx)
+    objective = dpo.DPO(StageContext(tokenizer=loaded.tokenizer, options=opts, accelerator=Accelerator(cpu=True)))
+    examples = objective.prepare(load_pairs(n))
     t = time.perf_counter()
-    result = train_loop(model, dpo, examples, [], ctx, Path(tempfile.mkdtemp()), show_progress=False)
+    result = train_loop(model, objective, examples, [], Path(tempfile.mkdtemp()), show_progress=False)
     return {"seconds": time.perf_counter() - t, "steps": result.steps}
 
 

@@ -97,7 +97,7 @@ def run_attune(records_file: Path, seconds: float) -> dict:
     from attune.adapters import apply_adapter, parse_adapter
     from attune.data import load_records
     from attune.models import load_model
-    from attune.train.context import ObjectiveContext
+    from attune.train.context import StageContext
     from attune.train.loop import train_loop
     from attune.train.objectives import sft
 
@@ -107,12 +107,12 @@ def run_attune(records_file: Path, seconds: float) -> dict:
     opts = sft.Options(
         epochs=1, lr=2e-4, batch_tokens=4096, max_length=1024, val_fraction=0.0, max_seconds=seconds or None
     )
-    ctx = ObjectiveContext(tokenizer=loaded.tokenizer, options=opts, accelerator=Accelerator(cpu=True))
-    examples = sft.prepare(load_records(str(records_file)), loaded.tokenizer, opts, ctx)
+    objective = sft.SFT(StageContext(tokenizer=loaded.tokenizer, options=opts, accelerator=Accelerator(cpu=True)))
+    examples = objective.prepare(load_records(str(records_file)))
     import tempfile
 
     out = Path(tempfile.mkdtemp())
-    train_loop(model, sft, examples, [], ctx, out, show_progress=False)
+    train_loop(model, objective, examples, [], out, show_progress=False)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return {"seconds": sum(r["seconds"] for r in rows), "sup_tokens": sum(r["loss_tokens"] for r in rows), "steps": len(rows)}
 

@@ -28,7 +28,7 @@ from pydantic import Field, ValidationError
 from attune.config import StrictModel
 from attune.errors import AttuneError
 from attune.rag.metrics import citation_precision, contains_answer, hit_at_k, ndcg_at_k, recall_at_k, reciprocal_rank
-from attune.rag.retrieve import MODES, RagIndex
+from attune.rag.retrieve import MODES, K, RagIndex
 
 
 class RetrievalTaskSpec(StrictModel):
@@ -115,7 +115,7 @@ def evaluate_retrieval(index: RagIndex, task: RetrievalTask, modes: tuple[str, .
     return results
 
 
-def evaluate_answers(index: RagIndex, task: RetrievalTask, generator, k: int = 4, mode: str = "hybrid") -> dict[str, Any]:
+def evaluate_answers(index: RagIndex, task: RetrievalTask, generator, k: int = K, mode: str = "hybrid") -> dict[str, Any]:
     """Grounded answers for every query: contains / f1 of the answer text, citation precision, abstentions."""
     from attune.evaluate.metrics import contains, f1
     from attune.rag.answer import answer_question, strip_citations

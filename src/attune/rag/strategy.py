@@ -20,7 +20,7 @@ from attune.errors import AttuneError
 from attune.prompting.base import PromptedExample, StrategyContext, user_turns, with_system
 from attune.rag.answer import grounded_messages, strip_citations
 from attune.rag.index import CURRENT, build_index, open_index
-from attune.rag.retrieve import RagIndex
+from attune.rag.retrieve import K, RagIndex
 
 
 def index_for(source: str, base_dir: Path = Path("."), reranker: str | None = None) -> RagIndex:
@@ -63,7 +63,7 @@ def build_strategy(options: dict[str, Any], context: StrategyContext) -> RagStra
     source = options.get("index")
     if not source:
         raise AttuneError("the rag strategy needs `index`: an index directory or the documents to index (e.g. builtin:corpora/northwind)")
-    k = int(options.get("k") or 4)
+    k = int(options.get("k") or K)
     mode = options.get("mode") or "hybrid"
     index = index_for(str(source), context.base_dir, options.get("rerank"))
     return RagStrategy(index, k, mode, options.get("system") or context.system, context)

@@ -23,11 +23,14 @@ from torch import nn
 IGNORE = -100
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The transformers model under DDP/FSDP/accelerate and PEFT wrappers."""
+def unwrap(model: nn.Module, *, keep_peft: bool = False) -> nn.Module:
+    """The transformers model under DDP/FSDP/accelerate wrappers, and under PEFT's unless `keep_peft`.
+
+    Keep PEFT's wrapper to generate or to switch the adapter off; drop it to reach the decoder, heads and config.
+    """
     while hasattr(model, "module") and isinstance(model.module, nn.Module):
         model = model.module
-    if hasattr(model, "get_base_model"):
+    if not keep_peft and hasattr(model, "get_base_model"):
         model = model.get_base_model()
     return model
 
@@ -197,16 +200,3 @@ def logprobs_from_hidden(model: nn.Module, hidden: torch.Tensor, labels: torch.T
     if pieces:
         out = out.index_put((flat,), torch.cat(pieces))
     return F.pad(out.view(B, T - 1), (1, 0))
-
-
-def sequence_logprobs(
-    model: nn.Module,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    labels: torch.Tensor,
-    position_ids: torch.Tensor | None = None,
-    chunk: int = 1024,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum of label log-probs per row (B,), number of labelled tokens per row (B,))."""
-    logp = token_logprobs(model, input_ids, attention_mask, labels, position_ids, chunk)
-    return logp.sum(-1), (labels != IGNORE).sum(-1)
