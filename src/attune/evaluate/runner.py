@@ -86,6 +86,13 @@ def _encode(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+def _encode_start(tokenizer, text: str) -> list[int]:
+    """A context starts a document: it gets the tokenizer's BOS if it uses one (lm-eval does the same for Gemma)."""
+    from attune.data.render import document_ids
+
+    return document_ids(tokenizer, text)
+
+
 def prefix_token(tokenizer) -> int:
     """The token a text is conditioned on when nothing precedes it: BOS, else EOS (lm-eval's rule)."""
     return tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
@@ -104,8 +111,8 @@ def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], 
         context, continuation = context[:-n], context[-n:] + continuation
     if not context:
         return [prefix_token(tokenizer)], _encode(tokenizer, continuation)
-    ctx = _encode(tokenizer, context)
-    return ctx, _encode(tokenizer, context + continuation)[len(ctx) :]
+    ctx = _encode_start(tokenizer, context)
+    return ctx, _encode_start(tokenizer, context + continuation)[len(ctx) :]
 
 
 @torch.no_grad()
