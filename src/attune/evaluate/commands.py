@@ -23,6 +23,10 @@ def eval_command(
     pool: Optional[str] = typer.Option(None, "--pool", help="few-shot pool: a task or data file"),
     index: Optional[str] = typer.Option(None, "--index", help="rag: an index directory"),
     system: Optional[str] = typer.Option(None, "--system", help="system prompt"),
+    answer: Optional[str] = typer.Option(
+        None, "--answer", help="rag: generative | extractive (quote the best passage sentence) | auto (extractive for readers "
+        "under 1B parameters); default: the task's `answer:`, else auto"
+    ),
     limit: Optional[int] = typer.Option(None, "--limit", help="first N examples per task"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="write results (with every example) as JSON"),
 ) -> None:
@@ -45,7 +49,7 @@ def eval_command(
         task_context = StrategyContext(
             pool=context.pool, base_dir=context.base_dir, system=system or task.spec.system, template=task.spec.template
         )
-        strat = build_strategy(strategy, options, task_context)
+        strat = build_strategy(strategy, {**options, "answer": answer or task.spec.answer}, task_context)
         with console.status(f"{task.name}: {len(task.examples)} examples ..."):
             results.append(run_task(generator, task, strat))
     table = Table(title=f"{generator.name} · {strategy}")
@@ -68,7 +72,7 @@ def compare_command(
 ) -> None:
     """Score every candidate (prompting, trained stages, both) on the same tasks; write compare.json and a report."""
     from attune.evaluate.compare import run_compare
-    from attune.evaluate.report import table_rows
+    from attune.evaluate.report import table_rows, verdict_text
     from attune.recipe import load_recipe
 
     result = run_compare(load_recipe(recipe), run)
@@ -79,4 +83,5 @@ def compare_command(
     for r in rows:
         table.add_row(*r)
     console.print(table)
+    console.print(f"[bold]Verdict[/bold]: {verdict_text(result)}", highlight=False)
     console.print(f"report: [bold]{result.run_dir / 'report.html'}[/bold] (and report.md, compare.json)")

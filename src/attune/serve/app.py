@@ -29,6 +29,7 @@ from attune.serve.schemas import AdapterLoad, ChatCompletionRequest, CompletionR
 from attune.serve.server import Running, Server
 
 log = logging.getLogger("attune.serve")
+FAILED = {"error": 500, "unavailable": 503}  # a Finished reason that is a failure -> its HTTP status
 
 
 def create_app(server: Server) -> FastAPI:
@@ -58,8 +59,14 @@ def create_app(server: Server) -> FastAPI:
         return JSONResponse(error_body(400, str(exc)), 400)
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": server.name, "active": server.engine.active, "waiting": server.engine.waiting}
+    async def health() -> JSONResponse:
+        """200 while the engine runs; 503 while it is down (it restarts by itself), with the reason."""
+        engine = server.engine
+        body = {"status": "ok" if engine.healthy else "unhealthy", "model": server.name, "active": engine.active,
+                "waiting": engine.waiting, "restarts": engine.stats.restarts}
+        if not engine.healthy:
+            body["error"] = engine.failure
+        return JSONResponse(body, 200 if engine.healthy else 503)
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:
@@ -85,7 +92,7 @@ def create_app(server: Server) -> FastAPI:
 
         server.auth.check(request.headers.get("authorization"), admin=True)
         body = _parse(AdapterLoad, await _read(request, server))
-        if body.name == server.name or body.name.startswith(("mix:", "route:", "rag:")):
+        if body.name in server.names or body.name.startswith(("mix:", "route:", "rag:")):
             raise ServeError(400, f"adapter name {body.name!r} is taken", "name")
         info = await run_in_threadpool(server.registry.add, body.name, body.path, runtime=True, description=body.description)
         log.info("adapter added name=%s rank=%d", info.name, info.rank)
@@ -175,16 +182,17 @@ async def _complete(server: Server, request: Request, body, prompt, query: str, 
         if body.stream:
             live_stream = True
             return _sse(_stream(server, running, rid, body, chat, extra, started, prompt))
-        text, finish, usage = await _collect(server, request, running)
+        text, done = await _collect(server, request, running)
+        finish, usage = (done.reason, _usage(done)) if done else ("cancelled", usage)
         if finish == "cancelled":
             status = 499
             return Response(status_code=499)
-        if finish == "error":
-            raise ServeError(500, "generation failed; see the server log")
+        if finish in FAILED:
+            raise ServeError(FAILED[finish], f"generation failed: {done.error}")
         _log(server, rid, body.model, 200, usage, started, finish, prompt, text)
         return JSONResponse(_response(rid, body.model, chat, text, finish, usage, extra),
                             headers={"x-attune-adapter": str(target.info.get("adapter") or server.name)})
-    except (AttuneError, QueueFull) as exc:
+    except (AttuneError, QueueFull) as exc:  # ServeError is an AttuneError
         status = getattr(exc, "status", 429 if isinstance(exc, QueueFull) else 400)
         _log(server, rid, body.model, status, usage, started, finish, prompt, None)
         raise
@@ -198,12 +206,10 @@ async def _complete(server: Server, request: Request, body, prompt, query: str, 
 
 
 def _finished(server: Server, endpoint: str, started: float) -> None:
-    seconds = time.monotonic() - started
-    server.metrics.latency.labels(endpoint).observe(seconds)
-    server.engine.note_latency(seconds)
+    server.metrics.latency.labels(endpoint).observe(time.monotonic() - started)
 
 
-async def _collect(server: Server, request: Request, running: Running) -> tuple[str, str, dict[str, int]]:
+async def _collect(server: Server, request: Request, running: Running) -> tuple[str, Finished | None]:
     """Run to completion, watching for the client going away (then generation is cancelled)."""
     import asyncio
 
@@ -214,14 +220,14 @@ async def _collect(server: Server, request: Request, running: Running) -> tuple[
                 event = await asyncio.wait_for(running.queue.get(), timeout=0.5)
             except TimeoutError:
                 if await request.is_disconnected():
-                    return text, "cancelled", {}
+                    return text, None
                 continue
             if isinstance(event, Delta):
                 text += event.text
             elif isinstance(event, Finished):
                 server.metrics.prompt_tokens.inc(event.prompt_tokens)
                 server.metrics.completion_tokens.inc(event.completion_tokens)
-                return text, event.reason, _usage(event)
+                return text, event
     finally:
         running.request.cancel()  # no-op once finished
 
@@ -244,8 +250,8 @@ async def _stream(server: Server, running: Running, rid: str, body, chat: bool, 
                 usage = _usage(event)
                 server.metrics.prompt_tokens.inc(event.prompt_tokens)
                 server.metrics.completion_tokens.inc(event.completion_tokens)
-                if event.reason == "error":
-                    yield f"data: {json.dumps(error_body(500, 'generation failed; see the server log'))}\n\n"
+                if event.reason in FAILED:
+                    yield f"data: {json.dumps(error_body(FAILED[event.reason], f'generation failed: {event.error}'))}\n\n"
                     break
                 yield _chunk(rid, body.model, created, chat, {} if chat else "", event.reason, extra if not chat else None)
                 if body.stream_options and body.stream_options.include_usage:

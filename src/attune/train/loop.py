@@ -33,7 +33,7 @@ from torch import nn
 from attune.errors import AttuneError
 from attune.train.attention import packed_attention
 from attune.train.batching import plan_epoch
-from attune.train.checkpoint import TrainState, list_checkpoints, load_checkpoint, save_checkpoint
+from attune.train.checkpoint import TrainState, list_checkpoints, resume_latest, save_checkpoint
 from attune.train.context import ObjectiveContext
 from attune.train.lora_fused import fused_lora
 
@@ -262,8 +262,8 @@ def train_loop(
 
     ckpt_root = out_dir / "checkpoints"
     state = TrainState(step=0)
-    if resume and (found := list_checkpoints(ckpt_root)):
-        state = load_checkpoint(found[-1], raw_model, optimizer, scheduler)
+    if resume and (restored := resume_latest(ckpt_root, raw_model, optimizer, scheduler)) is not None:
+        state = restored
         if acc.is_main_process:
             _truncate_metrics(out_dir, state.step)
     log = MetricsLog(out_dir, acc.is_main_process)
