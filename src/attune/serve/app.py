@@ -183,6 +183,7 @@ async def _complete(server: Server, request: Request, body, prompt, query: str, 
             live_stream = True
             return _sse(_stream(server, running, rid, body, chat, extra, started, prompt))
         text, done = await _collect(server, request, running)
+        text = server.renderer.reply(text, prompt)
         finish, usage = (done.reason, _usage(done)) if done else ("cancelled", usage)
         if finish == "cancelled":
             status = 499
@@ -244,8 +245,9 @@ async def _stream(server: Server, running: Running, rid: str, body, chat: bool, 
             yield _chunk(rid, body.model, created, chat, {"role": "assistant", "content": ""}, None, extra)
         async for event in events:
             if isinstance(event, Delta):
-                text += event.text
-                yield _chunk(rid, body.model, created, chat, {"content": event.text} if chat else event.text, None, None)
+                piece = event.text if text else server.renderer.reply(event.text, prompt)
+                text += piece
+                yield _chunk(rid, body.model, created, chat, {"content": piece} if chat else piece, None, None)
             elif isinstance(event, Finished):
                 usage = _usage(event)
                 server.metrics.prompt_tokens.inc(event.prompt_tokens)
