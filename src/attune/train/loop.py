@@ -134,21 +134,19 @@ def _lr_scheduler(optimizer: torch.optim.Optimizer, options: Any, total_steps: i
 
 
 class MetricsLog:
-    """metrics.jsonl (appended, flushed per line) and TensorBoard, on the main process only."""
+    """metrics.jsonl (appended, flushed per line) and the stage's trackers (`report_to`), on the main process only."""
 
-    def __init__(self, out_dir: Path, enabled: bool) -> None:
+    def __init__(self, out_dir: Path, enabled: bool, context: ObjectiveContext | None = None) -> None:
+        from attune.train.tracking import Trackers, stage_trackers
+
         self.enabled = enabled
         self.file = None
-        self.tb = None
+        self.trackers = Trackers({})
         if enabled:
             out_dir.mkdir(parents=True, exist_ok=True)
             self.file = open(out_dir / "metrics.jsonl", "a")
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(out_dir / "tb"))
-            except ImportError:  # tensorboard is a dependency; a broken install must not stop training
-                self.tb = None
+            if context is not None:
+                self.trackers = stage_trackers(context, out_dir)
 
     def write(self, row: dict[str, Any]) -> None:
         if not self.enabled:
@@ -156,16 +154,12 @@ class MetricsLog:
         assert self.file is not None
         self.file.write(json.dumps(row) + "\n")
         self.file.flush()
-        if self.tb is not None:
-            for k, v in row.items():
-                if k != "step" and isinstance(v, (int, float)):
-                    self.tb.add_scalar(k, v, row["step"])
+        self.trackers.log(row)
 
     def close(self) -> None:
         if self.file:
             self.file.close()
-        if self.tb:
-            self.tb.close()
+        self.trackers.close()
 
 
 def _truncate_metrics(out_dir: Path, step: int) -> None:
@@ -266,7 +260,7 @@ def train_loop(
         state = restored
         if acc.is_main_process:
             _truncate_metrics(out_dir, state.step)
-    log = MetricsLog(out_dir, acc.is_main_process)
+    log = MetricsLog(out_dir, acc.is_main_process, context)
     progress = _progress(show_progress and acc.is_main_process, total_steps, state.step)
 
     model.train()
