@@ -174,3 +174,47 @@ def test_engine_thread_death_gives_503_unhealthy_and_a_restart(served):
     assert httpx.get(url + "/health").json()["restarts"] == 1
     assert "attune_engine_restarts_total 1.0" in httpx.get(url + "/metrics", headers=AUTH).text
 
+
+
+def _slow_steps(server, seconds: float):
+    """Make each decode step take at least `seconds` (so a generation outlives a client's patience)."""
+    observe = server.engine._observe
+
+    def slow(event, data):
+        if event == "decode":
+            time.sleep(seconds)
+        observe(event, data)
+
+    server.engine._observe = slow
+    return observe
+
+
+# ---- finding 5: a non-streaming client that gave up kept its slot until the generation ended ----
+def test_abandoned_non_streaming_requests_are_cancelled_while_generating(served):
+    url, server = served
+    before = server.engine.stats.cancelled
+    metric = _metric(url, "attune_cancelled_total")
+    restore = _slow_steps(server, 0.02)  # 200 tokens take >= 4 s
+    try:
+        def give_up():
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.post(url + "/v1/completions", headers=AUTH, timeout=1.0,
+                           json={"model": "tiny-model", "prompt": "abandoned", "max_tokens": 200})
+
+        clients = [threading.Thread(target=give_up) for _ in range(2)]
+        [c.start() for c in clients]
+        [c.join() for c in clients]
+        gave_up = time.monotonic()
+        while server.engine.stats.cancelled < before + 2 or server.engine.active:
+            assert time.monotonic() - gave_up < 1.5, "abandoned requests kept generating"
+            time.sleep(0.02)
+    finally:
+        server.engine._observe = restore
+    assert _metric(url, "attune_cancelled_total") == metric + 2
+
+
+def _metric(url: str, name: str) -> float:
+    for line in httpx.get(url + "/metrics", headers=AUTH).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
