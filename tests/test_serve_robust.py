@@ -174,3 +174,96 @@ def test_engine_thread_death_gives_503_unhealthy_and_a_restart(served):
     assert httpx.get(url + "/health").json()["restarts"] == 1
     assert "attune_engine_restarts_total 1.0" in httpx.get(url + "/metrics", headers=AUTH).text
 
+
+
+def _slow_steps(server, seconds: float):
+    """Make each decode step take at least `seconds` (so a generation outlives a client's patience)."""
+    observe = server.engine._observe
+
+    def slow(event, data):
+        if event == "decode":
+            time.sleep(seconds)
+        observe(event, data)
+
+    server.engine._observe = slow
+    return observe
+
+
+# ---- finding 5: a non-streaming client that gave up kept its slot until the generation ended ----
+def test_abandoned_non_streaming_requests_are_cancelled_while_generating(served):
+    url, server = served
+    before = server.engine.stats.cancelled
+    metric = _metric(url, "attune_cancelled_total")
+    restore = _slow_steps(server, 0.02)  # 200 tokens take >= 4 s
+    try:
+        def give_up():
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.post(url + "/v1/completions", headers=AUTH, timeout=1.0,
+                           json={"model": "tiny-model", "prompt": "abandoned", "max_tokens": 200})
+
+        clients = [threading.Thread(target=give_up) for _ in range(2)]
+        [c.start() for c in clients]
+        [c.join() for c in clients]
+        gave_up = time.monotonic()
+        while server.engine.stats.cancelled < before + 2 or server.engine.active:
+            assert time.monotonic() - gave_up < 1.5, "abandoned requests kept generating"
+            time.sleep(0.02)
+    finally:
+        server.engine._observe = restore
+    assert _metric(url, "attune_cancelled_total") == metric + 2
+
+
+def _metric(url: str, name: str) -> float:
+    for line in httpx.get(url + "/metrics", headers=AUTH).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+# ---- finding 7: requests being prefilled were not counted (8 accepted with batch 2 + queue 4); Retry-After 1 ----
+def test_requests_being_prefilled_count_against_the_queue(tiny_model, tokenizer):
+    from attune.serve.engine import QueueFull
+
+    engine = Engine(tiny_model.eval(), tokenizer, max_batch=2, max_queue=4)
+    request = lambda: Request([1, 2, 3], GenerationParams(max_new_tokens=2), lambda e: None)  # noqa: E731
+    with engine.lock:  # the engine takes requests off the queue, then waits for the lock to prefill them
+        engine.start()
+        for _ in range(2):
+            engine.submit(request())
+        deadline = time.monotonic() + 10
+        while engine.waiting:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        for _ in range(4):
+            engine.submit(request())
+        with pytest.raises(QueueFull):
+            engine.submit(request())
+    engine.stop()
+
+
+def test_retry_after_estimates_the_wait_from_queue_and_throughput(served):
+    import asyncio
+
+    url, server = served
+    restore = _slow_steps(server, 0.03)
+    body = {"model": "tiny-model", "prompt": "queue", "max_tokens": 60, "temperature": 0}
+    try:
+        assert httpx.post(url + "/v1/completions", headers=AUTH, json=body, timeout=60).status_code == 200  # measures
+
+        async def timed(http):
+            t0 = time.monotonic()
+            r = await http.post("/v1/completions", json=body)
+            return r, time.monotonic() - t0
+
+        async def burst():
+            async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=120) as http:
+                return await asyncio.gather(*[timed(http) for _ in range(10)])
+
+        results = asyncio.run(burst())
+    finally:
+        server.engine._observe = restore
+    codes = [r.status_code for r, _ in results]
+    assert codes.count(200) == 6 and codes.count(429) == 4, codes  # exactly batch 2 + queue 4 accepted
+    longest = max(s for r, s in results if r.status_code == 200)  # the last queued request's wait + its run
+    hints = [int(r.headers["retry-after"]) for r, _ in results if r.status_code == 429]
+    assert all(longest / 4 <= h <= longest * 2 for h in hints), (hints, longest)

@@ -184,7 +184,7 @@ async def _complete(server: Server, request: Request, body, prompt, query: str, 
             return _sse(_stream(server, running, rid, body, chat, extra, started, prompt))
         text, done = await _collect(server, request, running)
         text = server.renderer.reply(text, prompt)
-        finish, usage = (done.reason, _usage(done)) if done else ("cancelled", usage)
+        finish, usage = done.reason, _usage(done)
         if finish == "cancelled":
             status = 499
             return Response(status_code=499)
@@ -210,27 +210,27 @@ def _finished(server: Server, endpoint: str, started: float) -> None:
     server.metrics.latency.labels(endpoint).observe(time.monotonic() - started)
 
 
-async def _collect(server: Server, request: Request, running: Running) -> tuple[str, Finished | None]:
-    """Run to completion, watching for the client going away (then generation is cancelled)."""
+async def _collect(server: Server, request: Request, running: Running) -> tuple[str, Finished]:
+    """Run to completion. A watcher waits for the client's disconnect message and cancels the request at
+    once; the engine drops the row before its next decode step (or skips it if it is still queued)."""
     import asyncio
 
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        running.request.cancel()
+
+    watcher = asyncio.create_task(watch())
     text = ""
     try:
-        while True:
-            try:  # waiting on the queue itself: a timed-out get() loses nothing
-                event = await asyncio.wait_for(running.queue.get(), timeout=0.5)
-            except TimeoutError:
-                if await request.is_disconnected():
-                    return text, None
-                continue
+        async for event in running.events():  # ends with the Finished event
             if isinstance(event, Delta):
                 text += event.text
-            elif isinstance(event, Finished):
-                server.metrics.prompt_tokens.inc(event.prompt_tokens)
-                server.metrics.completion_tokens.inc(event.completion_tokens)
-                return text, event
+        server.metrics.prompt_tokens.inc(event.prompt_tokens)
+        server.metrics.completion_tokens.inc(event.completion_tokens)
+        return text, event
     finally:
-        running.request.cancel()  # no-op once finished
+        watcher.cancel()
 
 
 async def _stream(server: Server, running: Running, rid: str, body, chat: bool, extra: dict, started: float,
