@@ -71,10 +71,11 @@ def unit_of(module: str, layers: list[list[str]]) -> tuple[str, int]:
     parts = module.split(".")
     for n in range(len(parts), 0, -1):
         name = ".".join(parts[:n])
-        for i, layer in enumerate(layers):
-            for pattern in layer:
-                if fnmatch.fnmatchcase(name, pattern):
-                    return pattern, i
+        for exact in (True, False):  # a name written out wins over a `*` pattern that also matches it
+            for i, layer in enumerate(layers):
+                for pattern in layer:
+                    if (pattern == name) if exact else fnmatch.fnmatchcase(name, pattern):
+                        return pattern, i
     pytest.fail(f"{module} is in no layer: add it (or its package) to the ```layers block of docs/architecture.md")
 
 
@@ -138,7 +139,8 @@ def test_no_import_cycles_between_modules_or_units():
 def test_the_checker_sees_a_cycle_and_an_upward_edge():
     assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert cycle({"a": {"b"}, "b": set()}) is None
-    layers = [["attune.cli"], ["attune.*.commands"], ["attune.train.objectives"], ["attune.train"]]
+    layers = [["attune.cli", "attune.studio.commands"], ["attune.*.commands"], ["attune.train.objectives"], ["attune.train"]]
     assert unit_of("attune.train.commands", layers) == ("attune.*.commands", 1)
+    assert unit_of("attune.studio.commands", layers) == ("attune.studio.commands", 0)
     assert unit_of("attune.train.objectives.sft", layers) == ("attune.train.objectives", 2)
     assert unit_of("attune.train.loop", layers) == ("attune.train", 3)

@@ -200,3 +200,16 @@ def logprobs_from_hidden(model: nn.Module, hidden: torch.Tensor, labels: torch.T
     if pieces:
         out = out.index_put((flat,), torch.cat(pieces))
     return F.pad(out.view(B, T - 1), (1, 0))
+
+
+def sequence_logprobs(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    labels: torch.Tensor,
+    position_ids: torch.Tensor | None = None,
+    chunk: int = 1024,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of label log-probs per row (B,), number of labelled tokens per row (B,))."""
+    logp = token_logprobs(model, input_ids, attention_mask, labels, position_ids, chunk)
+    return logp.sum(-1), (labels != IGNORE).sum(-1)

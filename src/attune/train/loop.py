@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
@@ -30,9 +32,14 @@ from torch import nn
 from attune.errors import AttuneError
 from attune.train.attention import packed_attention
 from attune.train.batching import plan_epoch
-from attune.train.checkpoint import TrainState, list_checkpoints, load_checkpoint, save_checkpoint
+from attune.train.checkpoint import TrainState, list_checkpoints, resume_latest, save_checkpoint
 from attune.train.lora_fused import fused_lora
 from attune.train.objective import Batch, Example, Objective
+from attune.train.tracking import Trackers
+
+
+class TrainingStopped(AttuneError):
+    """Training was asked to stop (SIGTERM) and did, at a step boundary, after writing a checkpoint."""
 
 
 @dataclass
@@ -57,11 +64,14 @@ def train_loop(
     resume: bool = False,
     show_progress: bool = True,
     val_tasks: dict[str, list[Example]] | None = None,
+    trackers: Trackers | None = None,
 ) -> LoopResult:
     """Train `model` in place with `objective`; checkpoints and logs go under `out_dir`.
 
     `examples` may be a stream (`attune.train.batching.ExampleStream`, anything with `.plan`);
-    `val_tasks` (task name -> validation examples) adds `eval_loss/<task>` to every eval.
+    `val_tasks` (task name -> validation examples) adds `eval_loss/<task>` to every eval;
+    `trackers` (the stage's `report_to`) get every logged row. SIGTERM stops at the next step
+    boundary with a checkpoint (`TrainingStopped`).
     """
     ctx = objective.context
     acc, opts = ctx.accelerator, _settle_packing(objective, model)
@@ -77,7 +87,7 @@ def train_loop(
     raw_model = acc.unwrap_model(model)
     saver = Checkpoints(out_dir / "checkpoints", raw_model, optimizer, scheduler, opts.keep_checkpoints, acc)
     state = saver.restore(out_dir) if resume else TrainState(step=0)
-    log = StepLog(out_dir, acc.is_main_process, show_progress, total_steps, state.step, opts.log_every)
+    log = StepLog(out_dir, acc.is_main_process, show_progress, total_steps, state.step, opts.log_every, trackers)
     last_loss = last_eval = None
     stopped_early = out_of_time = False
     model.train()
@@ -86,6 +96,7 @@ def train_loop(
             scope.enter_context(packed_attention(raw_model))
         scope.enter_context(fused_lora(raw_model))
         scope.callback(log.close)
+        stop = scope.enter_context(_StopRequest())
         for step in range(state.step, total_steps):
             t0 = time.perf_counter()
             ctx.step = step
@@ -111,9 +122,14 @@ def train_loop(
                     last_eval = row["eval_loss"]
                     stopped_early = _early_stop(state, last_eval, opts.early_stopping_patience)
             log.step(row, last=state.step == total_steps)
-            out_of_time = opts.max_seconds is not None and _past_deadline(state.train_seconds, opts.max_seconds, acc)
-            if state.step % (opts.save_every or steps_per_epoch) == 0 or state.step == total_steps or stopped_early or out_of_time:
+            out_of_time = opts.max_seconds is not None and _any_process(state.train_seconds >= opts.max_seconds, acc)
+            stop_now = _any_process(stop.requested, acc) and state.step < total_steps
+            if (state.step % (opts.save_every or steps_per_epoch) == 0 or state.step == total_steps or stopped_early
+                    or out_of_time or stop_now):
                 saver.save(state)
+            if stop_now:
+                raise TrainingStopped(f"training stopped by SIGTERM at step {state.step}/{total_steps} with a checkpoint in "
+                                      f"{saver.root}; continue with `attune train RECIPE --resume {out_dir.parent.parent}`")
             if stopped_early or out_of_time:
                 break
     return LoopResult(state.step, state.tokens_seen, round(state.train_seconds, 2), last_loss, last_eval, state.best_eval,
@@ -282,10 +298,10 @@ class Checkpoints:
         self.last = found[-1] if found else None
 
     def restore(self, out_dir: Path) -> TrainState:
-        """The newest checkpoint's state loaded into the live objects (step 0 when there is none)."""
-        if self.last is None:
+        """The newest intact checkpoint loaded into the live objects (step 0 when there is none)."""
+        state = resume_latest(self.root, self.model, self.optimizer, self.scheduler)
+        if state is None:
             return TrainState(step=0)
-        state = load_checkpoint(self.last, self.model, self.optimizer, self.scheduler)
         if self.acc.is_main_process:
             _truncate_metrics(out_dir, state.step)
         return state
@@ -308,24 +324,20 @@ def _truncate_metrics(out_dir: Path, step: int) -> None:
 
 
 class StepLog:
-    """Where every step's row goes: metrics.jsonl and TensorBoard (every `log_every` steps, evals and the
-    last step) and the progress bar (every step), on the main process only.
+    """Where every step's row goes: metrics.jsonl and the stage's trackers (every `log_every` steps, evals
+    and the last step) and the progress bar (every step), on the main process only.
 
-    A new sink (an experiment tracker, a plain progress line) is one more call in `step` and `close`.
+    A new sink (another tracker, a plain progress line) is one more call in `step` and `close`.
     """
 
-    def __init__(self, out_dir: Path, main: bool, show_progress: bool, total: int, start: int, every: int) -> None:
+    def __init__(self, out_dir: Path, main: bool, show_progress: bool, total: int, start: int, every: int,
+                 trackers: Trackers | None = None) -> None:
         self.main, self.every = main, every
-        self.file = self.tb = None
+        self.file = None
+        self.trackers = trackers or Trackers({})
         if main:
             out_dir.mkdir(parents=True, exist_ok=True)
             self.file = open(out_dir / "metrics.jsonl", "a")
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(out_dir / "tb"))
-            except ImportError:  # tensorboard is a dependency; a broken install must not stop training
-                self.tb = None
         self.progress = _Progress(show_progress and main, total, start)
 
     def step(self, row: dict[str, Any], last: bool = False) -> None:
@@ -335,27 +347,45 @@ class StepLog:
             assert self.file is not None
             self.file.write(json.dumps(row) + "\n")
             self.file.flush()
-            if self.tb is not None:
-                for k, v in row.items():
-                    if k != "step" and isinstance(v, (int, float)):
-                        self.tb.add_scalar(k, v, row["step"])
+            self.trackers.log(row)
         self.progress.update(row)
 
     def close(self) -> None:
         self.progress.close()
         if self.file:
             self.file.close()
-        if self.tb:
-            self.tb.close()
+        self.trackers.close()
 
 
-def _past_deadline(seconds: float, budget: float, acc) -> bool:
-    """Whether the time budget is spent; with several processes, as soon as any one is past it,
-    so that all stop at the same step (one process leaving early would hang the others' all-reduce)."""
-    past = seconds >= budget
+class _StopRequest:
+    """SIGTERM asks the loop to stop at the next step boundary with a checkpoint (how `attune studio`
+    stops a run); `attune train RECIPE --resume RUN` continues it. Only the main thread can install it."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+        self._installed = False
+
+    def __enter__(self) -> "_StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            self._installed = True
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._installed:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _any_process(flag: bool, acc) -> bool:
+    """`flag` on any process (an all-reduce with several), so every process takes the same branch
+    (one process stopping early would hang the others' all-reduce)."""
     if acc.num_processes == 1:
-        return past
-    return bool(acc.reduce(torch.tensor(float(past), device=acc.device), reduction="sum").item() > 0)
+        return flag
+    return bool(acc.reduce(torch.tensor(float(flag), device=acc.device), reduction="sum").item() > 0)
 
 
 def _early_stop(state: TrainState, value: float, patience: int | None) -> bool:
