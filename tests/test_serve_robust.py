@@ -267,3 +267,44 @@ def test_retry_after_estimates_the_wait_from_queue_and_throughput(served):
     longest = max(s for r, s in results if r.status_code == 200)  # the last queued request's wait + its run
     hints = [int(r.headers["retry-after"]) for r, _ in results if r.status_code == 429]
     assert all(longest / 4 <= h <= longest * 2 for h in hints), (hints, longest)
+
+
+# ---- finding 6: bad adapters gave bare 500s; a file symlink out of --adapter-dir was loaded ----
+def _adapter_variants(root):
+    import json
+    import shutil
+
+    good = root / "adapters" / "good"
+    outside = root / "outside"
+    outside.mkdir(exist_ok=True)
+    shutil.copy(good / "adapter_model.safetensors", outside / "weights.safetensors")
+    made = {}
+    for name in ("bad-json", "bad-rank", "passwd-config", "garbage-weights", "linked-weights"):
+        d = root / "adapters" / name
+        if not d.exists():
+            shutil.copytree(good, d)
+        made[name] = d
+    (made["bad-json"] / "adapter_config.json").write_text("{not json")
+    config = json.loads((good / "adapter_config.json").read_text())
+    (made["bad-rank"] / "adapter_config.json").write_text(json.dumps({**config, "r": "eight"}))
+    (made["passwd-config"] / "adapter_config.json").unlink()
+    (made["passwd-config"] / "adapter_config.json").symlink_to("/etc/passwd")
+    (made["garbage-weights"] / "adapter_model.safetensors").write_bytes(b"\x00garbage" * 100)
+    (made["linked-weights"] / "adapter_model.safetensors").unlink()
+    (made["linked-weights"] / "adapter_model.safetensors").symlink_to(outside / "weights.safetensors")
+
+
+@pytest.mark.parametrize("path, words", [
+    ("bad-json", "adapter_config.json"), ("bad-rank", "r"), ("passwd-config", "outside"),
+    ("garbage-weights", "adapter_model.safetensors"), ("linked-weights", "outside"),
+    ("good\x00/x", "invalid"), ("a" * 300, "invalid"), ("good/" + "b" * 300, "invalid"),
+])
+def test_every_adapter_load_failure_is_a_400_with_the_reason(served, model_dir, path, words):
+    url, server = served
+    _adapter_variants(model_dir)
+    r = httpx.post(url + "/v1/adapters", headers={"Authorization": f"Bearer {ADMIN}"}, json={"name": "probe", "path": path})
+    assert r.status_code == 400, r.text
+    assert words in r.json()["error"]["message"], r.text
+    assert "probe" not in server.registry.known
+    ok = httpx.post(url + "/v1/completions", headers=AUTH, json={"model": "tiny-model", "prompt": "still here", "max_tokens": 2})
+    assert ok.status_code == 200
