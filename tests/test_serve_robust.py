@@ -12,6 +12,7 @@ import time
 
 import httpx
 import pytest
+import torch
 
 from attune.models.generation import GenerationParams
 from attune.serve.engine import BASE, Engine, InvalidRequest, Request
@@ -308,3 +309,30 @@ def test_every_adapter_load_failure_is_a_400_with_the_reason(served, model_dir, 
     assert "probe" not in server.registry.known
     ok = httpx.post(url + "/v1/completions", headers=AUTH, json={"model": "tiny-model", "prompt": "still here", "max_tokens": 2})
     assert ok.status_code == 200
+
+
+# ---- finding 8: `mix:` weights acted as (sum of sqrt(w))^2: mix:a=0.5,b=0.5 with b == a gave 2a ----
+def test_linear_mix_is_the_weighted_sum_of_weight_deltas(tokenizer, tmp_path):
+    import shutil
+
+    from peft.tuners.lora import LoraLayer
+
+    from attune.models.adapters_io import load_adapter
+    from attune.serve.combine import build_mix, parse_mix
+
+    base = make_tiny_model(tokenizer)
+    save_lora(base, tmp_path / "a", seed=1)
+    shutil.copytree(tmp_path / "a", tmp_path / "a-copy")
+    save_lora(base, tmp_path / "b", seed=2, r=4)  # ranks may differ
+    model = load_adapter(make_tiny_model(tokenizer), tmp_path / "a", name="a")
+    for name in ("a-copy", "b"):
+        model = load_adapter(model, tmp_path / name, name=name)
+    halves, both = parse_mix("mix:a=0.5,a-copy=0.5"), parse_mix("mix:a=1,b=1")
+    build_mix(model, halves, ["a", "a-copy"])
+    build_mix(model, both, ["a", "b"])
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer) and "a" in m.lora_A]
+    assert layers
+    for layer in layers:
+        delta = layer.get_delta_weight
+        torch.testing.assert_close(delta(halves.peft_name), delta("a"), atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(delta(both.peft_name), delta("a") + delta("b"), atol=1e-6, rtol=1e-5)
