@@ -12,6 +12,7 @@ import time
 
 import httpx
 import pytest
+import torch
 
 from attune.models.generation import GenerationParams
 from attune.serve.engine import BASE, Engine, InvalidRequest, Request
@@ -267,3 +268,71 @@ def test_retry_after_estimates_the_wait_from_queue_and_throughput(served):
     longest = max(s for r, s in results if r.status_code == 200)  # the last queued request's wait + its run
     hints = [int(r.headers["retry-after"]) for r, _ in results if r.status_code == 429]
     assert all(longest / 4 <= h <= longest * 2 for h in hints), (hints, longest)
+
+
+# ---- finding 6: bad adapters gave bare 500s; a file symlink out of --adapter-dir was loaded ----
+def _adapter_variants(root):
+    import json
+    import shutil
+
+    good = root / "adapters" / "good"
+    outside = root / "outside"
+    outside.mkdir(exist_ok=True)
+    shutil.copy(good / "adapter_model.safetensors", outside / "weights.safetensors")
+    made = {}
+    for name in ("bad-json", "bad-rank", "passwd-config", "garbage-weights", "linked-weights"):
+        d = root / "adapters" / name
+        if not d.exists():
+            shutil.copytree(good, d)
+        made[name] = d
+    (made["bad-json"] / "adapter_config.json").write_text("{not json")
+    config = json.loads((good / "adapter_config.json").read_text())
+    (made["bad-rank"] / "adapter_config.json").write_text(json.dumps({**config, "r": "eight"}))
+    (made["passwd-config"] / "adapter_config.json").unlink()
+    (made["passwd-config"] / "adapter_config.json").symlink_to("/etc/passwd")
+    (made["garbage-weights"] / "adapter_model.safetensors").write_bytes(b"\x00garbage" * 100)
+    (made["linked-weights"] / "adapter_model.safetensors").unlink()
+    (made["linked-weights"] / "adapter_model.safetensors").symlink_to(outside / "weights.safetensors")
+
+
+@pytest.mark.parametrize("path, words", [
+    ("bad-json", "adapter_config.json"), ("bad-rank", "r"), ("passwd-config", "outside"),
+    ("garbage-weights", "adapter_model.safetensors"), ("linked-weights", "outside"),
+    ("good\x00/x", "invalid"), ("a" * 300, "invalid"), ("good/" + "b" * 300, "invalid"),
+])
+def test_every_adapter_load_failure_is_a_400_with_the_reason(served, model_dir, path, words):
+    url, server = served
+    _adapter_variants(model_dir)
+    r = httpx.post(url + "/v1/adapters", headers={"Authorization": f"Bearer {ADMIN}"}, json={"name": "probe", "path": path})
+    assert r.status_code == 400, r.text
+    assert words in r.json()["error"]["message"], r.text
+    assert "probe" not in server.registry.known
+    ok = httpx.post(url + "/v1/completions", headers=AUTH, json={"model": "tiny-model", "prompt": "still here", "max_tokens": 2})
+    assert ok.status_code == 200
+
+
+# ---- finding 8: `mix:` weights acted as (sum of sqrt(w))^2: mix:a=0.5,b=0.5 with b == a gave 2a ----
+def test_linear_mix_is_the_weighted_sum_of_weight_deltas(tokenizer, tmp_path):
+    import shutil
+
+    from peft.tuners.lora import LoraLayer
+
+    from attune.models.adapters_io import load_adapter
+    from attune.serve.combine import build_mix, parse_mix
+
+    base = make_tiny_model(tokenizer)
+    save_lora(base, tmp_path / "a", seed=1)
+    shutil.copytree(tmp_path / "a", tmp_path / "a-copy")
+    save_lora(base, tmp_path / "b", seed=2, r=4)  # ranks may differ
+    model = load_adapter(make_tiny_model(tokenizer), tmp_path / "a", name="a")
+    for name in ("a-copy", "b"):
+        model = load_adapter(model, tmp_path / name, name=name)
+    halves, both = parse_mix("mix:a=0.5,a-copy=0.5"), parse_mix("mix:a=1,b=1")
+    build_mix(model, halves, ["a", "a-copy"])
+    build_mix(model, both, ["a", "b"])
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer) and "a" in m.lora_A]
+    assert layers
+    for layer in layers:
+        delta = layer.get_delta_weight
+        torch.testing.assert_close(delta(halves.peft_name), delta("a"), atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(delta(both.peft_name), delta("a") + delta("b"), atol=1e-6, rtol=1e-5)
