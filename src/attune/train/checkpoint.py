@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,15 +36,19 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(
-    root: Path, model: nn.Module, optimizer: Any, scheduler: Any, state: TrainState, keep: int
+    root: Path, model: nn.Module, optimizer: Any, scheduler: Any, state: TrainState, keep: int,
+    weights: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write checkpoints/step-N atomically and prune to the newest `keep`."""
+    """Write checkpoints/step-N atomically and prune to the newest `keep`.
+
+    `weights`: the trainable tensors when they are not the model's own (gathered from shards).
+    """
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{PREFIX}{state.step:08d}"
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    torch.save(trainable_state(model), tmp / "trainable.pt")
+    torch.save(trainable_state(model) if weights is None else weights, tmp / "trainable.pt")
     torch.save(
         {
             "optimizer": optimizer.state_dict(),
@@ -71,9 +76,19 @@ def list_checkpoints(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.name.startswith(PREFIX) and (p / "trainer.pt").is_file())
 
 
-def load_checkpoint(path: Path, model: nn.Module, optimizer: Any, scheduler: Any) -> TrainState:
-    """Restore a checkpoint into live objects; returns the saved TrainState."""
+def load_checkpoint(
+    path: Path, model: nn.Module, optimizer: Any, scheduler: Any,
+    assign: Callable[[dict], None] | None = None, load_optimizer: Callable[[dict], None] | None = None,
+) -> TrainState:
+    """Restore a checkpoint into live objects; returns the saved TrainState.
+
+    `assign` / `load_optimizer` replace the plain copies when parameters and optimizer state are
+    sharded over processes (`train/distributed.py`).
+    """
     weights = torch.load(path / "trainable.pt", map_location="cpu")
+    if assign is not None:
+        assign(weights)
+        weights = {}
     params = dict(model.named_parameters())
     missing = [n for n in weights if n not in params]
     if missing:
@@ -84,7 +99,7 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: Any, scheduler: Any
         for name, value in weights.items():
             params[name].copy_(value.to(params[name].device))
     trainer = torch.load(path / "trainer.pt", map_location="cpu", weights_only=False)
-    optimizer.load_state_dict(trainer["optimizer"])
+    (load_optimizer or optimizer.load_state_dict)(trainer["optimizer"])
     scheduler.load_state_dict(trainer["scheduler"])
     random.setstate(trainer["rng"]["python"])
     torch.set_rng_state(trainer["rng"]["torch"])

@@ -149,7 +149,7 @@ def lm_loss_sum(
     if n == 0:
         return hidden.sum() * 0.0, 0
     head = _head(model)
-    if type(head) is nn.Linear and head.bias is None:
+    if type(head) is nn.Linear and head.bias is None and not hasattr(head.weight, "ds_id"):  # ZeRO-3: weight not gathered here
         return _FusedLinearCrossEntropy.apply(h, head.weight, targets, chunk), n
     # Wrapped heads (e.g. PEFT modules_to_save): chunk with recomputation instead.
     total = h.new_zeros((), dtype=torch.float32)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -31,8 +31,9 @@ from torch import nn
 from attune.errors import AttuneError
 from attune.train.attention import packed_attention
 from attune.train.batching import plan_epoch
-from attune.train.checkpoint import TrainState, list_checkpoints, load_checkpoint, save_checkpoint
+from attune.train.checkpoint import TrainState, list_checkpoints
 from attune.train.context import ObjectiveContext
+from attune.train.distributed import load_sharded, micro_sync, save_sharded
 from attune.train.lora_fused import fused_lora
 
 
@@ -234,7 +235,7 @@ def train_loop(
     ckpt_root = out_dir / "checkpoints"
     state = TrainState(step=0)
     if resume and (found := list_checkpoints(ckpt_root)):
-        state = load_checkpoint(found[-1], raw_model, optimizer, scheduler)
+        state = load_sharded(acc, found[-1], raw_model, optimizer, scheduler)
         if acc.is_main_process:
             _truncate_metrics(out_dir, state.step)
     log = MetricsLog(out_dir, acc.is_main_process)
@@ -302,9 +303,7 @@ def train_loop(
                 log.write(row)
             out_of_time = opts.max_seconds is not None and _past_deadline(state.train_seconds, opts.max_seconds, acc)
             if state.step % save_every == 0 or state.step == total_steps or stopped_early or out_of_time:
-                acc.wait_for_everyone()
-                if acc.is_main_process:
-                    last_ckpt = save_checkpoint(ckpt_root, raw_model, optimizer, scheduler, state, opts.keep_checkpoints)
+                last_ckpt = save_sharded(acc, ckpt_root, raw_model, optimizer, scheduler, state, opts.keep_checkpoints) or last_ckpt
             progress.update(state.step, row)
             if stopped_early or out_of_time:
                 break
@@ -339,8 +338,7 @@ def _optimizer_step(model, objective, group, context, optimizer, scheduler, opts
     sums: dict[str, float] = {}
     for i, batch in enumerate(group):
         last = i == len(group) - 1
-        sync = nullcontext() if last else acc.no_sync(model)
-        with sync, acc.autocast():
+        with micro_sync(acc, model, last), acc.autocast():
             loss, metrics = objective.loss(model, batch, context)
             acc.backward(loss * (weights[i] * acc.num_processes / global_w))
         stats[0] += float(loss.detach()) * weights[i]

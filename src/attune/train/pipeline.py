@@ -49,7 +49,8 @@ def provenance() -> dict[str, Any]:
 
 def _accelerator(stage: Stage):
     import torch
-    from accelerate import Accelerator
+
+    from attune.train.distributed import make_accelerator
 
     precision = stage.train.precision
     if precision == "auto":
@@ -58,7 +59,7 @@ def _accelerator(stage: Stage):
     if mixed != "no" and not torch.cuda.is_available():
         console.print(f"[yellow]precision {precision} asked on CPU: using fp32 (bf16 matmuls are ~400x slower here)[/yellow]")
         mixed = "no"
-    return Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
+    return make_accelerator(mixed, stage.train)
 
 
 def _task_name(src, taken: set[str]) -> str:
@@ -123,12 +124,14 @@ def train_stage(
     from attune.adapters import apply_adapter, count_parameters, parse_adapter, shape
     from attune.models import load_model
     from attune.train.context import ObjectiveContext
+    from attune.train.distributed import check_launch, full_state
     from attune.train.loop import train_loop
     from attune.train.objectives import get_objective
 
     objective = get_objective(stage.objective)
     torch.manual_seed(stage.train.seed)
     acc = _accelerator(stage)
+    check_launch(acc, objective, stage)
     adapter_cfg = stage.adapter or parse_adapter({"type": "lora"})
     adapter_shape = shape(adapter_cfg.type)
     load_kwargs = adapter_shape.load_kwargs(adapter_cfg) if getattr(adapter_shape, "load_kwargs", None) else {}
@@ -175,9 +178,10 @@ def train_stage(
         **{k: v for k, v in result.__dict__.items()},
         "eval_loss_per_task": _last_task_losses(out / "metrics.jsonl"),
     }
+    raw = acc.unwrap_model(model)
+    weights = full_state(acc, raw, trainable_only=adapter_shape.uses_peft)  # every process: sharded weights are gathered
     if acc.is_main_process:
-        raw = acc.unwrap_model(model)
-        _save_output(raw, tokenizer, out, adapter_shape.uses_peft, adapter_cfg, summary)
+        _save_output(raw, tokenizer, out, adapter_shape.uses_peft, adapter_cfg, summary, weights)
         if hasattr(objective, "save"):
             objective.save(raw, out, context)
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
@@ -195,8 +199,9 @@ def _last_task_losses(metrics: Path) -> dict[str, float]:
     return last
 
 
-def _save_output(model, tokenizer, out: Path, uses_peft: bool, adapter_cfg, summary: dict) -> None:
-    """Write adapter/ (PEFT format) or model/ (full weights) atomically."""
+def _save_output(model, tokenizer, out: Path, uses_peft: bool, adapter_cfg, summary: dict, weights: dict | None = None) -> None:
+    """Write adapter/ (PEFT format) or model/ (full weights) atomically; `weights` are the full tensors
+    gathered from sharded processes (PEFT keeps its adapter's keys of them)."""
     from attune.adapters import shape
     from attune.models.adapters_io import check_adapter_dir, write_fingerprint
 
@@ -207,7 +212,7 @@ def _save_output(model, tokenizer, out: Path, uses_peft: bool, adapter_cfg, summ
     if saver is not None:
         saver(model, tmp)
     else:
-        model.save_pretrained(str(tmp), safe_serialization=True)
+        model.save_pretrained(str(tmp), safe_serialization=True, state_dict=weights)
     tokenizer.save_pretrained(str(tmp))
     if target.name == "adapter":
         write_fingerprint(tmp, model, {"stage": summary["stage"], "base_model": summary["base_model"]})

@@ -1,0 +1,288 @@
+"""Sharded data parallelism for the loop: DeepSpeed ZeRO-2/3 and FSDP2, on GPUs and on CPU processes.
+
+How a run is spread over processes comes from the accelerate launch config
+(`accelerate launch --config_file $(attune launch-config zero3) -m attune train RECIPE`); the
+recipe keeps deciding everything about the training itself (batch, accumulation, clipping,
+precision). What sharding changes for the loop lives here, each as one call:
+
+- `make_accelerator`: accelerate enables DeepSpeed and FSDP only for accelerator devices; torch's
+  FSDP2 and DeepSpeed (with its CPU accelerator) both run on gloo, so on a machine without CUDA the
+  gloo process group is set up first and the sharding plugin is switched on over it. DeepSpeed's
+  batch/accumulation/clipping settings are filled from the recipe (the loop accumulates itself).
+- `micro_sync`: gradients synchronise on the last micro-batch of a step only (DeepSpeed needs its
+  accumulation boundary set; DDP/FSDP use `no_sync`).
+- `full_state`: the full tensors of sharded parameters (ZeRO-3 partitions, FSDP DTensors), gathered
+  by every process and returned on the main one, so saved adapters/models and checkpoints are
+  complete (saving a ZeRO-3 model as-is writes empty tensors).
+- `save_sharded` / `load_sharded`: checkpoints with one optimizer shard per process.
+- `check_launch`: configurations that cannot work are refused before the model loads.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from attune.errors import AttuneError
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "false").lower() == "true"
+
+
+def launch_sharding() -> str | None:
+    """'deepspeed', 'fsdp' or None, from the environment `accelerate launch` sets (before anything loads)."""
+    if _env_flag("ACCELERATE_USE_DEEPSPEED"):
+        return "deepspeed"
+    if _env_flag("ACCELERATE_USE_FSDP"):
+        return "fsdp"
+    return None
+
+
+def make_accelerator(mixed_precision: str, options: Any):
+    """The stage's Accelerator, with the launch config's sharding also on CPU processes."""
+    from accelerate import Accelerator, PartialState
+    from accelerate.utils import DistributedType
+
+    cpu = not torch.cuda.is_available()
+    if cpu and launch_sharding() is not None:
+        state = PartialState(cpu=True)  # gloo; without cpu=True every torchrun rank believes it is rank 0
+        if state.num_processes > 1 and launch_sharding() == "fsdp":
+            # accelerate turns FSDP on for multi-device types only; FSDP2 itself runs on gloo
+            PartialState._shared_state["distributed_type"] = DistributedType.MULTI_GPU
+        cpu = state.num_processes == 1
+    acc = Accelerator(mixed_precision=mixed_precision, cpu=cpu)
+    if acc.distributed_type == DistributedType.DEEPSPEED:
+        _fill_deepspeed_config(acc, options)
+    return acc
+
+
+def _fill_deepspeed_config(acc, options: Any) -> None:
+    """The loop plans token-budget micro-batches and accumulates them itself: DeepSpeed sees one
+    micro-batch per backward and a boundary set by `micro_sync`; clipping is the recipe's."""
+    cfg = acc.state.deepspeed_plugin.deepspeed_config
+    ga = cfg.get("gradient_accumulation_steps", "auto")
+    if ga not in ("auto", 1, None):
+        raise AttuneError(
+            f"the DeepSpeed config sets gradient_accumulation_steps={ga}; attune accumulates itself: "
+            "remove it from the launch config and set `train: {grad_accum: N}` in the recipe"
+        )
+    cfg["gradient_accumulation_steps"] = 1
+    cfg["train_micro_batch_size_per_gpu"] = 1
+    cfg["train_batch_size"] = acc.num_processes
+    cfg["gradient_clipping"] = float(options.grad_clip or 0.0)
+    acc.state.deepspeed_plugin.gradient_accumulation_steps = 1
+
+
+def sharding(acc) -> str | None:
+    """'zero1'/'zero2'/'zero3', 'fsdp' or None for a live accelerator."""
+    from accelerate.utils import DistributedType
+
+    if acc.distributed_type == DistributedType.DEEPSPEED:
+        return f"zero{acc.state.deepspeed_plugin.zero_stage}"
+    if acc.distributed_type == DistributedType.FSDP:
+        return "fsdp"
+    return None
+
+
+def check_launch(acc, objective: Any, stage: Any) -> None:
+    """Refuse, before the model loads, what cannot work under this launch's sharding."""
+    kind = sharding(acc)
+    if kind not in ("zero3", "fsdp"):
+        return
+    if hasattr(objective, "expand"):
+        raise AttuneError(
+            f"stage {stage.name!r}: {stage.objective} generates rollouts from the policy every step, which needs "
+            f"the whole model on each process; under {kind} the weights are sharded. Launch it with DDP or ZeRO-2 "
+            "(`attune launch-config ddp` / `zero2`)"
+        )
+    if getattr(stage.train, "loss", None) == "logit" and getattr(stage, "teacher", None):
+        _check_teacher_fits(acc, objective, stage)
+
+
+def _check_teacher_fits(acc, objective: Any, stage: Any) -> None:
+    """Logit distillation replicates the frozen teacher (fp32) on every process: its size is counted
+    from its config on the meta device, with no weights loaded, and compared with this process's share
+    of free memory."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    ref = str(stage.teacher)
+    try:
+        config = AutoConfig.from_pretrained(ref)
+    except (OSError, ValueError):
+        return  # an earlier stage or a builtin: reference; its size is known only once it is resolved
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    need = sum(p.numel() for p in model.parameters()) * 4
+    free = _free_bytes_per_process(acc)
+    if need > free:
+        raise AttuneError(
+            f"stage {stage.name!r}: the logit-distillation teacher {ref} needs {need / 2**30:.1f} GiB in fp32 on every "
+            f"process, but each of the {acc.num_processes} processes has {free / 2**30:.1f} GiB free; under "
+            f"{sharding(acc)} the student is sharded, the teacher is not. Use `loss: sequence` (the teacher's answers "
+            "are generated once and cached) or a smaller teacher"
+        )
+
+
+def _free_bytes_per_process(acc) -> int:
+    if acc.device.type == "cuda":
+        return int(torch.cuda.mem_get_info(acc.device)[0])
+    import psutil
+
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", acc.num_processes))
+    return int(psutil.virtual_memory().available // max(local, 1))
+
+
+def is_partitioned(param: torch.Tensor) -> bool:
+    """A ZeRO-3 parameter outside its module's forward holds no data: fast paths that read weights
+    directly (fused LoRA, fused LM-head cross-entropy) must take the module's own forward instead."""
+    return hasattr(param, "ds_id")
+
+
+@contextmanager
+def micro_sync(acc, model: nn.Module, last: bool) -> Iterator[None]:
+    """Synchronise gradients on the last micro-batch of an optimizer step only."""
+    from accelerate.utils import DistributedType
+
+    if acc.distributed_type == DistributedType.DEEPSPEED:
+        # accelerate's backward steps the DeepSpeed engine when sync_gradients is set
+        acc.gradient_state._set_sync_gradients(last)
+        try:
+            yield
+        finally:
+            acc.gradient_state._set_sync_gradients(True)
+    elif last:
+        yield
+    else:
+        with acc.no_sync(model):
+            yield
+
+
+def full_state(acc, raw: nn.Module, trainable_only: bool) -> dict[str, torch.Tensor] | None:
+    """Full CPU tensors of `raw`'s trainable parameters (or its whole state dict) on the main process,
+    None elsewhere, and None everywhere when nothing is sharded (the model's own tensors are complete).
+    Every process must call it: the gathers are collective."""
+    if sharding(acc) is None:
+        return None
+    if trainable_only:
+        names = [n for n, p in raw.named_parameters() if p.requires_grad]
+    else:
+        names = list(raw.state_dict().keys())
+    zero3 = sharding(acc) == "zero3"
+    out: dict[str, torch.Tensor] = {}
+    for name in names:  # one tensor at a time: peak memory is one full tensor
+        try:
+            tensor = raw.get_parameter(name)
+        except AttributeError:
+            tensor = raw.get_buffer(name)
+        if zero3 and is_partitioned(tensor):
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters([tensor], modifier_rank=None):
+                if acc.is_main_process:
+                    out[name] = tensor.detach().cpu().clone()
+            continue
+        full = tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor  # FSDP2 DTensor
+        if acc.is_main_process:
+            out[name] = full.detach().cpu().clone()
+    return out if acc.is_main_process else None
+
+
+def _assign_full(acc, raw: nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    """Copy full tensors into (possibly sharded) parameters; every process calls it with the same weights."""
+    params = dict(raw.named_parameters())
+    missing = [n for n in weights if n not in params]
+    if missing:
+        raise AttuneError(f"checkpoint does not match this model/adapter (e.g. {missing[0]})")
+    kind = sharding(acc)
+    with torch.no_grad():
+        for name, value in weights.items():
+            p = params[name]
+            if kind == "zero3":
+                import deepspeed
+
+                with deepspeed.zero.GatheredParameters([p], modifier_rank=0):
+                    if acc.is_main_process:
+                        p.copy_(value.to(p.device))
+            elif hasattr(p, "full_tensor"):
+                from torch.distributed.tensor import distribute_tensor
+
+                local = distribute_tensor(value.to(p.device_mesh.device_type), p.device_mesh, p.placements)
+                p.to_local().copy_(local.to_local())
+            else:
+                p.copy_(value.to(p.device))
+
+
+def _shard_dir(root: Path, step: int) -> Path:
+    return root / f".optim-step-{step:08d}"
+
+
+def save_sharded(acc, root: Path, raw: nn.Module, optimizer: Any, scheduler: Any, state: Any, keep: int) -> Path | None:
+    """A checkpoint that holds under sharding: gathered trainable weights (the same `trainable.pt`
+    as unsharded runs) plus each process's optimizer shard, written before the checkpoint is renamed
+    into place, so a complete checkpoint always has its shards. Returns the path on the main process."""
+    from attune.train.checkpoint import list_checkpoints, save_checkpoint
+
+    acc.wait_for_everyone()
+    if sharding(acc) is None:
+        return save_checkpoint(root, raw, optimizer, scheduler, state, keep) if acc.is_main_process else None
+    weights = full_state(acc, raw, trainable_only=True)
+    shards = _shard_dir(root, state.step)
+    if acc.is_main_process:
+        shards.mkdir(parents=True, exist_ok=True)
+    acc.wait_for_everyone()
+    torch.save(_optimizer_state(optimizer), shards / f"rank-{acc.process_index}.pt")
+    acc.wait_for_everyone()
+    path = None
+    if acc.is_main_process:
+        path = save_checkpoint(root, raw, optimizer, scheduler, state, keep, weights=weights)
+        live = {p.name.removeprefix("step-") for p in list_checkpoints(root)}
+        for old in root.glob(".optim-step-*"):
+            if old.name.removeprefix(".optim-step-") not in live:
+                import shutil
+
+                shutil.rmtree(old, ignore_errors=True)
+    acc.wait_for_everyone()
+    return path
+
+
+def _optimizer_state(optimizer: Any) -> dict:
+    inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper -> torch or DeepSpeed optimizer
+    return {"world": torch.distributed.get_world_size(), "state": inner.state_dict()}
+
+
+def load_sharded(acc, path: Path, raw: nn.Module, optimizer: Any, scheduler: Any):
+    """Restore `save_sharded`'s checkpoint on every process; returns the TrainState."""
+    from attune.train.checkpoint import load_checkpoint
+
+    if sharding(acc) is None:
+        return load_checkpoint(path, raw, optimizer, scheduler)
+    shard = _shard_dir(path.parent, int(path.name.removeprefix("step-"))) / f"rank-{acc.process_index}.pt"
+    if not shard.is_file():
+        raise AttuneError(f"checkpoint {path} has no optimizer shard for process {acc.process_index} ({shard})")
+    saved = torch.load(shard, map_location="cpu", weights_only=False)
+    if saved["world"] != acc.num_processes:
+        raise AttuneError(
+            f"checkpoint {path} was written by {saved['world']} processes; resume it with the same number "
+            f"(this launch has {acc.num_processes})"
+        )
+    inner = getattr(optimizer, "optimizer", optimizer)
+
+    def assign(weights: dict[str, torch.Tensor]) -> None:
+        _assign_full(acc, raw, weights)
+
+    def load_optimizer(_ignored: dict) -> None:
+        if sharding(acc) in ("zero1", "zero2", "zero3"):
+            states: list[dict | None] = [None] * acc.num_processes
+            states[acc.process_index] = saved["state"]
+            inner.load_state_dict(states, load_optimizer_states=True, load_from_fp32_weights=False)
+        else:
+            inner.load_state_dict(saved["state"])
+
+    return load_checkpoint(path, raw, optimizer, scheduler, assign=assign, load_optimizer=load_optimizer)
