@@ -24,7 +24,7 @@ declare -A WHAT=(
   [unsloth]="whether Unsloth is installed (measured inside sft-vs-trl)"
 )
 # per-check wall-clock limits (seconds): they add up to 460 s, so a full run ends within 8 minutes
-declare -A LIMIT=([sft-lora]=45 [sft-full]=45 [qlora]=45 [dpo]=45 [fsdp-1gpu]=50 [zero3-1gpu]=50 [vllm-serve]=120 [sft-vs-trl]=100 [unsloth]=10)
+declare -A LIMIT=([sft-lora]=40 [sft-full]=40 [qlora]=40 [dpo]=40 [fsdp-1gpu]=45 [zero3-1gpu]=45 [vllm-serve]=110 [sft-vs-trl]=90 [unsloth]=10)
 
 usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
 

@@ -47,7 +47,9 @@ def _prefs(path: Path, n: int = 32) -> Path:
 
 def _stage(name: str, data: Path, adapter: dict, **train) -> dict:
     objective = name.split("-")[0]
-    lr = {"sft": 1e-2, "dpo": 5e-3}[objective] * (0.1 if adapter["type"] == "full" else 1.0)
+    # Adam divides by the gradient's running RMS, so summation-order noise in tiny gradients becomes a
+    # share of the learning rate: lr 1e-3 keeps that under 1e-5 while 3 steps still move every weight
+    lr = 1e-3 * (0.1 if adapter["type"] == "full" else 1.0)
     return {
         "name": name, "objective": objective, "start": "base", "data": {"path": str(data)}, "adapter": adapter,
         "train": {"lr": lr, "batch_tokens": 192, "max_length": 64, "warmup_ratio": 0.0, "seed": 3,
@@ -134,12 +136,15 @@ def _check_launcher(config: str, tmp_path: Path, model_dir: Path, single: Path) 
     for stage in STAGES:
         ours, ref = losses(run, stage), losses(single, stage)
         assert len(ours) == len(ref) == STEPS, stage
-        assert max(abs(a - b) for a, b in zip(ours, ref)) < 1e-4, (stage, ours, ref)
         got, want = saved_weights(run, stage), saved_weights(single, stage)
         assert got.keys() == want.keys() and got, stage
-        for name, value in want.items():
-            assert got[name].shape == value.shape and got[name].numel() > 0, (stage, name)
-            assert torch.allclose(got[name], value, atol=1e-5), (stage, name, float((got[name] - value).abs().max()))
+        assert all(got[k].shape == v.shape and got[k].numel() > 0 for k, v in want.items()), stage  # complete, not partial
+        d_loss = max(abs(a - b) for a, b in zip(ours, ref))
+        d_weight = max(float((got[k] - v).abs().max()) for k, v in want.items())
+        print(f"{config} {stage}: max |d loss| {d_loss:.1e}, max |d weight| {d_weight:.1e}")
+        assert d_loss < 1e-4 and d_weight < 1e-5, (stage, ours, ref, d_weight)
+        if stage.endswith("lora"):  # LoRA B starts at 0: training moved it far beyond the tolerance
+            assert max(float(v.abs().max()) for k, v in got.items() if "lora_B" in k) > 1e-4
     _loads_with_plain_libraries(run, model_dir)
     return run
 
@@ -197,8 +202,6 @@ def _kill_then_resume(config: str, port: int, tmp_path: Path, model_dir: Path, s
     """SIGKILL one rank after a checkpoint; `--resume` ends with the weights of an uninterrupted run (1e-6)."""
     steps = 6
     full_root, kill_root = tmp_path / "full", tmp_path / "kill"
-    for root in (full_root, kill_root):
-        write_recipe(root, model_dir, 1, (stage,), max_steps=steps) if False else None
     recipe_full = write_recipe(full_root, model_dir, 1, (stage,))
     recipe_kill = write_recipe(kill_root, model_dir, 1, (stage,))
     for path in (recipe_full, recipe_kill):
@@ -280,7 +283,7 @@ def test_sharded_launch_refuses_what_cannot_work_before_any_step(tmp_path, model
         path.write_text(yaml.safe_dump(recipe))
         proc = launch("fsdp", 29640 + i, "train", str(path), "--no-progress", timeout=600)
         assert proc.returncode != 0
-        expected = "generates rollouts" if i == 0 else "too big" if False else "the teacher is not"
+        expected = "generates rollouts" if i == 0 else "the teacher is not"
         assert expected in proc.stderr, proc.stderr[-3000:]
         assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
         assert not list((tmp_path / "runs").rglob("metrics.jsonl"))  # no step ran

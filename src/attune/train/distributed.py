@@ -53,7 +53,7 @@ def make_accelerator(mixed_precision: str, options: Any):
     cpu = not torch.cuda.is_available()
     if cpu and launch_sharding() is not None:
         state = PartialState(cpu=True)  # gloo; without cpu=True every torchrun rank believes it is rank 0
-        if state.num_processes > 1 and launch_sharding() == "fsdp":
+        if state.distributed_type == DistributedType.MULTI_CPU and launch_sharding() == "fsdp":
             # accelerate turns FSDP on for multi-device types only; FSDP2 itself runs on gloo
             PartialState._shared_state["distributed_type"] = DistributedType.MULTI_GPU
         cpu = state.num_processes == 1
@@ -78,6 +78,13 @@ def _fill_deepspeed_config(acc, options: Any) -> None:
     cfg["train_batch_size"] = acc.num_processes
     cfg["gradient_clipping"] = float(options.grad_clip or 0.0)
     acc.state.deepspeed_plugin.gradient_accumulation_steps = 1
+    if not acc.state.deepspeed_plugin.zero3_init_flag:
+        # accelerate registers the config with transformers even when the launch config says
+        # `zero3_init_flag: false`; from_pretrained would then load the model already partitioned
+        # (parameter counts of 0, and a DPO reference copied from it would be empty)
+        from transformers.integrations import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
 
 
 def sharding(acc) -> str | None:
