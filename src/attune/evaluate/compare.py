@@ -66,11 +66,12 @@ def _pool(recipe: Recipe, c: Candidate) -> list[dict] | None:
     from attune.evaluate.pools import pool_from_path
 
     if c.pool:
-        return pool_from_path(c.pool, recipe.base_dir)
+        return pool_from_path(c.pool, recipe.base_dir, limit=c.pool_limit)
     first = next((s for s in recipe.stages if s.sources), None)
     if first is None:
         return None
-    return pool_from_path(first.sources[0].path, recipe.base_dir)
+    source = first.sources[0]  # the records training sees: its `limit:` holds for the shots too
+    return pool_from_path(source.path, recipe.base_dir, limit=c.pool_limit or source.limit)
 
 
 def load_probe(ref: str | None) -> list[Task]:
@@ -149,7 +150,7 @@ def run_compare(recipe: Recipe, run_dir: Path | None = None, *, out_dir: Path | 
                 pool=_pool(recipe, c) if strategy_name == "few-shot" else None,
                 base_dir=recipe.base_dir, seed=recipe.seed, system=c.system or task.spec.system, template=task.spec.template,
             )
-            strategy = build_strategy(strategy_name, options, ctx)
+            strategy = build_strategy(strategy_name, {"answer": task.spec.answer, **options}, ctx)
             t0 = time.perf_counter()
             task_results.append(run_task(gen, task, strategy, seed=recipe.seed))
             console.print(f"  {name} · {task.name}: {task_results[-1].metrics} ({time.perf_counter() - t0:.0f}s)")

@@ -14,13 +14,14 @@ precision). What sharding changes for the loop lives here, each as one call:
 - `full_state`: the full tensors of sharded parameters (ZeRO-3 partitions, FSDP DTensors), gathered
   by every process and returned on the main one, so saved adapters/models and checkpoints are
   complete (saving a ZeRO-3 model as-is writes empty tensors).
-- `save_sharded` / `load_sharded`: checkpoints with one optimizer shard per process.
+- `save_sharded` / `resume_sharded`: checkpoints with one optimizer shard per process.
 - `check_launch`: configurations that cannot work are refused before the model loads.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -103,7 +104,7 @@ def check_launch(acc, objective: Any, stage: Any) -> None:
     kind = sharding(acc)
     if kind not in ("zero3", "fsdp"):
         return
-    if hasattr(objective, "expand"):
+    if getattr(objective, "online", False):
         raise AttuneError(
             f"stage {stage.name!r}: {stage.objective} generates rollouts from the policy every step, which needs "
             f"the whole model on each process; under {kind} the weights are sharded. Launch it with DDP or ZeRO-2 "
@@ -230,10 +231,18 @@ def _shard_dir(root: Path, step: int) -> Path:
     return root / f".optim-step-{step:08d}"
 
 
+class _NoOptimizerState:
+    """Stands for the optimizer in the main process's checkpoint files when each process writes its own shard."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+
 def save_sharded(acc, root: Path, raw: nn.Module, optimizer: Any, scheduler: Any, state: Any, keep: int) -> Path | None:
-    """A checkpoint that holds under sharding: gathered trainable weights (the same `trainable.pt`
-    as unsharded runs) plus each process's optimizer shard, written before the checkpoint is renamed
-    into place, so a complete checkpoint always has its shards. Returns the path on the main process."""
+    """Every process calls this at a checkpoint. Unsharded: the main process writes, as before.
+    Sharded: the trainable weights are gathered (the same weights file as an unsharded run) and each
+    process writes its optimizer shard before the checkpoint is renamed into place, so a complete
+    checkpoint always has its shards. Returns the checkpoint's path on the main process."""
     from attune.train.checkpoint import list_checkpoints, save_checkpoint
 
     acc.wait_for_everyone()
@@ -244,52 +253,57 @@ def save_sharded(acc, root: Path, raw: nn.Module, optimizer: Any, scheduler: Any
     if acc.is_main_process:
         shards.mkdir(parents=True, exist_ok=True)
     acc.wait_for_everyone()
-    torch.save(_optimizer_state(optimizer), shards / f"rank-{acc.process_index}.pt")
+    inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper -> the torch or DeepSpeed optimizer
+    torch.save({"world": acc.num_processes, "state": inner.state_dict()}, shards / f"rank-{acc.process_index}.pt")
     acc.wait_for_everyone()
     path = None
     if acc.is_main_process:
-        path = save_checkpoint(root, raw, optimizer, scheduler, state, keep, weights=weights)
+        path = save_checkpoint(root, raw, _NoOptimizerState(), scheduler, state, keep, weights=weights)
         live = {p.name.removeprefix("step-") for p in list_checkpoints(root)}
         for old in root.glob(".optim-step-*"):
             if old.name.removeprefix(".optim-step-") not in live:
-                import shutil
-
                 shutil.rmtree(old, ignore_errors=True)
     acc.wait_for_everyone()
     return path
 
 
-def _optimizer_state(optimizer: Any) -> dict:
-    inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper -> torch or DeepSpeed optimizer
-    return {"world": torch.distributed.get_world_size(), "state": inner.state_dict()}
+class _ShardHooks:
+    """How `checkpoint.load_checkpoint` restores a sharded run: full weights into the shards, and this
+    process's own optimizer shard."""
 
+    def __init__(self, acc, raw: nn.Module, optimizer: Any) -> None:
+        self.acc, self.raw, self.optimizer = acc, raw, getattr(optimizer, "optimizer", optimizer)
 
-def load_sharded(acc, path: Path, raw: nn.Module, optimizer: Any, scheduler: Any):
-    """Restore `save_sharded`'s checkpoint on every process; returns the TrainState."""
-    from attune.train.checkpoint import load_checkpoint
+    def _shard(self, path: Path) -> Path:
+        return _shard_dir(path.parent, int(path.name.removeprefix("step-"))) / f"rank-{self.acc.process_index}.pt"
 
-    if sharding(acc) is None:
-        return load_checkpoint(path, raw, optimizer, scheduler)
-    shard = _shard_dir(path.parent, int(path.name.removeprefix("step-"))) / f"rank-{acc.process_index}.pt"
-    if not shard.is_file():
-        raise AttuneError(f"checkpoint {path} has no optimizer shard for process {acc.process_index} ({shard})")
-    saved = torch.load(shard, map_location="cpu", weights_only=False)
-    if saved["world"] != acc.num_processes:
-        raise AttuneError(
-            f"checkpoint {path} was written by {saved['world']} processes; resume it with the same number "
-            f"(this launch has {acc.num_processes})"
-        )
-    inner = getattr(optimizer, "optimizer", optimizer)
+    def check(self, path: Path) -> None:
+        from attune.train.checkpoint import CorruptCheckpoint
 
-    def assign(weights: dict[str, torch.Tensor]) -> None:
-        _assign_full(acc, raw, weights)
+        if not self._shard(path).is_file():
+            raise CorruptCheckpoint(f"{path}: no optimizer shard for process {self.acc.process_index}")
 
-    def load_optimizer(_ignored: dict) -> None:
-        if sharding(acc) in ("zero1", "zero2", "zero3"):
-            states: list[dict | None] = [None] * acc.num_processes
-            states[acc.process_index] = saved["state"]
-            inner.load_state_dict(states, load_optimizer_states=True, load_from_fp32_weights=False)
+    def assign(self, weights: dict[str, torch.Tensor]) -> None:
+        _assign_full(self.acc, self.raw, weights)
+
+    def load_optimizer(self, path: Path) -> None:
+        saved = torch.load(self._shard(path), map_location="cpu", weights_only=False)  # written by this run's processes
+        if saved["world"] != self.acc.num_processes:
+            raise AttuneError(
+                f"checkpoint {path} was written by {saved['world']} processes; resume it with the same number "
+                f"(this launch has {self.acc.num_processes})"
+            )
+        if sharding(self.acc) in ("zero1", "zero2", "zero3"):
+            states: list[dict | None] = [None] * self.acc.num_processes
+            states[self.acc.process_index] = saved["state"]  # DeepSpeed reads its own rank's entry
+            self.optimizer.load_state_dict(states, load_optimizer_states=True, load_from_fp32_weights=False)
         else:
-            inner.load_state_dict(saved["state"])
+            self.optimizer.load_state_dict(saved["state"])
 
-    return load_checkpoint(path, raw, optimizer, scheduler, assign=assign, load_optimizer=load_optimizer)
+
+def resume_sharded(acc, root: Path, raw: nn.Module, optimizer: Any, scheduler: Any):
+    """`checkpoint.resume_latest` on every process, with the shard hooks when the run is sharded."""
+    from attune.train.checkpoint import resume_latest
+
+    hooks = _ShardHooks(acc, raw, optimizer) if sharding(acc) is not None else None
+    return resume_latest(root, raw, optimizer, scheduler, hooks)

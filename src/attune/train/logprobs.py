@@ -23,11 +23,14 @@ from torch import nn
 IGNORE = -100
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The transformers model under DDP/FSDP/accelerate and PEFT wrappers."""
+def unwrap(model: nn.Module, *, keep_peft: bool = False) -> nn.Module:
+    """The transformers model under DDP/FSDP/accelerate wrappers, and under PEFT's unless `keep_peft`.
+
+    Keep PEFT's wrapper to generate or to switch the adapter off; drop it to reach the decoder, heads and config.
+    """
     while hasattr(model, "module") and isinstance(model.module, nn.Module):
         model = model.module
-    if hasattr(model, "get_base_model"):
+    if not keep_peft and hasattr(model, "get_base_model"):
         model = model.get_base_model()
     return model
 
