@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from attune.builtin import builtin_path
-from attune.train.checkpoint import list_checkpoints
+from attune.train.checkpoint import WEIGHTS, list_checkpoints
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
 STAGES = ("sft-lora", "sft-full", "dpo-lora", "dpo-full")
@@ -210,7 +210,7 @@ def _kill_then_resume(config: str, port: int, tmp_path: Path, model_dir: Path, s
         path.write_text(yaml.safe_dump(spec))
     proc = launch(config, port, "train", str(recipe_full), "--no-progress")
     assert proc.returncode == 0, proc.stderr[-4000:]
-    want = torch.load(list_checkpoints(run_dir(full_root) / "stages" / stage / "checkpoints")[-1] / "trainable.pt")
+    want = _last_weights(run_dir(full_root), stage)
 
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(builtin_path(f"accelerate/{config}.yaml")),
            "--num_processes", "2", "--main_process_port", str(port + 1), "-m", "attune", "train", str(recipe_kill), "--no-progress"]
@@ -231,10 +231,16 @@ def _kill_then_resume(config: str, port: int, tmp_path: Path, model_dir: Path, s
     assert not (run / "stages" / stage / "summary.json").exists()  # really killed mid-run
     proc = launch(config, port + 2, "train", str(recipe_kill), "--resume", str(run), "--no-progress")
     assert proc.returncode == 0, proc.stderr[-4000:]
-    got = torch.load(list_checkpoints(run / "stages" / stage / "checkpoints")[-1] / "trainable.pt")
+    got = _last_weights(run, stage)
     assert got.keys() == want.keys()
     for name, value in want.items():
         assert torch.allclose(got[name], value, atol=1e-6), name
+
+
+def _last_weights(run: Path, stage: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(list_checkpoints(run / "stages" / stage / "checkpoints")[-1] / WEIGHTS))
 
 
 def _kill_one_rank(launcher_pid: int) -> int | None:
