@@ -102,6 +102,11 @@ def sharding(acc) -> str | None:
 def check_launch(acc, objective: Any, stage: Any) -> None:
     """Refuse, before the model loads, what cannot work under this launch's sharding."""
     kind = sharding(acc)
+    if kind == "fsdp" and acc.device.type == "cpu" and getattr(stage.adapter, "type", None) in ("full", "freeze"):
+        raise AttuneError(
+            f"stage {stage.name!r}: FSDP with {stage.adapter.type} fine-tuning crashes on CPU processes (SIGSEGV in the "
+            "first step, measured with torch 2.13 and gloo); on CPU use `attune launch-config zero3` or `ddp`"
+        )
     if kind not in ("zero3", "fsdp"):
         return
     if getattr(objective, "online", False):
@@ -180,8 +185,9 @@ def full_state(acc, raw: nn.Module, trainable_only: bool) -> dict[str, torch.Ten
         return None
     if trainable_only:
         names = [n for n, p in raw.named_parameters() if p.requires_grad]
-    else:
-        names = list(raw.state_dict().keys())
+    else:  # each tied parameter once (as named_parameters lists it), plus the persistent buffers
+        saved = set(raw.state_dict().keys())
+        names = [n for n, _ in raw.named_parameters()] + [n for n, _ in raw.named_buffers() if n in saved]
     zero3 = sharding(acc) == "zero3"
     out: dict[str, torch.Tensor] = {}
     for name in names:  # one tensor at a time: peak memory is one full tensor
@@ -221,8 +227,7 @@ def _assign_full(acc, raw: nn.Module, weights: dict[str, torch.Tensor]) -> None:
             elif hasattr(p, "full_tensor"):
                 from torch.distributed.tensor import distribute_tensor
 
-                local = distribute_tensor(value.to(p.device_mesh.device_type), p.device_mesh, p.placements)
-                p.to_local().copy_(local.to_local())
+                p.copy_(distribute_tensor(value.to(p.device), p.device_mesh, p.placements))
             else:
                 p.copy_(value.to(p.device))
 
@@ -254,7 +259,7 @@ def save_sharded(acc, root: Path, raw: nn.Module, optimizer: Any, scheduler: Any
         shards.mkdir(parents=True, exist_ok=True)
     acc.wait_for_everyone()
     inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper -> the torch or DeepSpeed optimizer
-    torch.save({"world": acc.num_processes, "state": inner.state_dict()}, shards / f"rank-{acc.process_index}.pt")
+    torch.save({"world": acc.num_processes, "state": _local_state(inner.state_dict())}, shards / f"rank-{acc.process_index}.pt")
     acc.wait_for_everyone()
     path = None
     if acc.is_main_process:
@@ -298,7 +303,31 @@ class _ShardHooks:
             states[self.acc.process_index] = saved["state"]  # DeepSpeed reads its own rank's entry
             self.optimizer.load_state_dict(states, load_optimizer_states=True, load_from_fp32_weights=False)
         else:
-            self.optimizer.load_state_dict(saved["state"])
+            self.optimizer.load_state_dict(_sharded_state(saved["state"], self.optimizer))
+
+
+def _local_state(state: dict) -> dict:
+    """A torch optimizer state dict with FSDP2's DTensor states as their local shards (plain tensors)."""
+    out = dict(state)
+    out["state"] = {i: {k: v.to_local() if hasattr(v, "to_local") else v for k, v in st.items()} for i, st in state["state"].items()}
+    return out
+
+
+def _sharded_state(state: dict, optimizer: Any) -> dict:
+    """The inverse of `_local_state`: local shards wrapped back as DTensors shaped like their parameters."""
+    from torch.distributed.tensor import DTensor
+
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    out = dict(state)
+    out["state"] = {}
+    for i, st in state["state"].items():
+        p = params[int(i)]
+        out["state"][i] = {
+            k: DTensor.from_local(v, p.device_mesh, p.placements, shape=p.shape, stride=p.stride())
+            if isinstance(p, DTensor) and torch.is_tensor(v) and v.dim() > 0 else v
+            for k, v in st.items()
+        }
+    return out
 
 
 def resume_sharded(acc, root: Path, raw: nn.Module, optimizer: Any, scheduler: Any):
