@@ -283,7 +283,8 @@ def test_sharded_launch_refuses_what_cannot_work_before_any_step(tmp_path, model
                 num_key_value_heads=8, vocab_size=49152).save_pretrained(huge)  # a 405B config, no weights
     stages = [
         {"name": "full", "objective": "sft", "data": {"path": str(chats)}, "adapter": {"type": "full"}, "train": {"max_steps": 1}},
-        {"name": "rl", "objective": "grpo", "data": {"path": str(prompts)}, "train": {"max_steps": 1}},
+        {"name": "rl", "objective": "grpo", "data": {"path": str(prompts)},
+         "train": {"max_steps": 1, "reward_function": "attune.align.rewards:exact_answer"}},
         {"name": "kd", "objective": "distill", "teacher": str(huge), "data": {"path": str(chats)},
          "train": {"loss": "logit", "max_steps": 1}},
     ]
