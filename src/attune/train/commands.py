@@ -77,3 +77,20 @@ def _write_gguf(model_dir: Path, path: Path, dtype: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_gguf(model, tokenizer, path, dtype=dtype, name=model_dir.name)
     console.print(f"GGUF ({dtype}) written to [bold]{path}[/bold]")
+
+
+LAUNCH_CONFIGS = ("ddp", "zero2", "zero3", "fsdp")
+
+
+def launch_config(
+    name: str = typer.Argument(..., help=f"one of: {', '.join(LAUNCH_CONFIGS)}"),
+) -> None:
+    """Print the path of a shipped accelerate launch config, for
+    `accelerate launch --config_file $(attune launch-config zero3) --num_processes N -m attune train RECIPE`."""
+    from attune.builtin import builtin_path
+    from attune.errors import AttuneError
+
+    key = name.removeprefix("builtin:").removeprefix("accelerate/").removesuffix(".yaml")
+    if key not in LAUNCH_CONFIGS:
+        raise AttuneError(f"no launch config {name!r}; choose one of: {', '.join(LAUNCH_CONFIGS)}")
+    print(builtin_path(f"accelerate/{key}.yaml"))

@@ -21,7 +21,7 @@ import math
 import signal
 import threading
 import time
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,8 @@ from torch import nn
 from attune.errors import AttuneError
 from attune.train.attention import packed_attention
 from attune.train.batching import plan_epoch
-from attune.train.checkpoint import TrainState, list_checkpoints, resume_latest, save_checkpoint
+from attune.train.checkpoint import TrainState, list_checkpoints
+from attune.train.distributed import micro_sync, resume_sharded, save_sharded
 from attune.train.lora_fused import fused_lora
 from attune.train.objective import Batch, Example, Objective
 from attune.train.tracking import Trackers
@@ -265,8 +266,7 @@ def _optimizer_step(model, objective: Objective, group: list[Batch], optimizer, 
     sums: dict[str, float] = {}
     for i, batch in enumerate(group):
         last = i == len(group) - 1
-        sync = nullcontext() if last else acc.no_sync(model)
-        with sync, acc.autocast():
+        with micro_sync(acc, model, last), acc.autocast():
             loss, metrics = objective.loss(model, batch)
             acc.backward(loss * (weights[i] * acc.num_processes / global_w))
         stats[0] += float(loss.detach()) * weights[i]
@@ -299,7 +299,7 @@ class Checkpoints:
 
     def restore(self, out_dir: Path) -> TrainState:
         """The newest intact checkpoint loaded into the live objects (step 0 when there is none)."""
-        state = resume_latest(self.root, self.model, self.optimizer, self.scheduler)
+        state = resume_sharded(self.acc, self.root, self.model, self.optimizer, self.scheduler)
         if state is None:
             return TrainState(step=0)
         if self.acc.is_main_process:
@@ -307,9 +307,7 @@ class Checkpoints:
         return state
 
     def save(self, state: TrainState) -> None:
-        self.acc.wait_for_everyone()
-        if self.acc.is_main_process:
-            self.last = save_checkpoint(self.root, self.model, self.optimizer, self.scheduler, state, self.keep)
+        self.last = save_sharded(self.acc, self.root, self.model, self.optimizer, self.scheduler, state, self.keep) or self.last
 
     def last_good(self) -> str:
         return f"last good checkpoint: {self.last}" if self.last else "no checkpoint was written yet"

@@ -51,15 +51,15 @@ def provenance() -> dict[str, Any]:
 def _accelerator(stage: Stage):
     """An Accelerator in the precision `choose_precision` resolves for this machine, and that choice."""
     import torch
-    from accelerate import Accelerator
 
+    from attune.train.distributed import make_accelerator
     from attune.train.precision import choose_precision
 
     choice = choose_precision(stage.train.precision, "cuda" if torch.cuda.is_available() else "cpu")
     if stage.train.precision != choice.precision:
         console.print(f"precision {choice.precision}: {choice.reason}")
     _allow_new_precision(choice.mixed_precision)
-    return Accelerator(mixed_precision=choice.mixed_precision, cpu=not torch.cuda.is_available()), choice
+    return make_accelerator(choice.mixed_precision, stage.train), choice
 
 
 def _allow_new_precision(mixed_precision: str) -> None:
@@ -81,6 +81,7 @@ def train_stage(
 
     from attune.adapters import apply_adapter, count_parameters, shape
     from attune.models import load_model
+    from attune.train.distributed import check_launch, full_state
     from attune.train.loop import train_loop
     from attune.train.objectives import get_objective
     from attune.train.stage_data import load_stage_records, stream_stage
@@ -88,6 +89,7 @@ def train_stage(
 
     torch.manual_seed(stage.train.seed)
     acc, precision = _accelerator(stage)
+    check_launch(acc, get_objective(stage.objective), stage)
     adapter_cfg = stage.adapter
     adapter_shape = shape(adapter_cfg.type)
     run_dir = out.parent.parent
@@ -136,9 +138,10 @@ def train_stage(
         "eval_loss_per_task": _last_task_losses(out / "metrics.jsonl"),
         "precision": precision.as_dict(),
     }
+    raw = acc.unwrap_model(model)
+    weights = full_state(acc, raw, trainable_only=adapter_shape.output == "adapter")  # every process: gathers shards
     if acc.is_main_process:
-        raw = acc.unwrap_model(model)
-        _save_output(raw, tokenizer, out, adapter_cfg, summary)
+        _save_output(raw, tokenizer, out, adapter_cfg, summary, weights)
         objective.save(raw, out)
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     acc.wait_for_everyone()
@@ -172,16 +175,21 @@ def _last_task_losses(metrics: Path) -> dict[str, float]:
     return last
 
 
-def _save_output(model, tokenizer, out: Path, adapter_cfg, summary: dict) -> None:
-    """Write adapter/ (with the base's fingerprint) or model/ atomically, as the adapter shape saves it."""
+def _save_output(model, tokenizer, out: Path, adapter_cfg, summary: dict, weights: dict | None = None) -> None:
+    """Write adapter/ (with the base's fingerprint) or model/ atomically, as the adapter shape saves it;
+    `weights` are the full tensors gathered from sharded processes (PEFT keeps its adapter's keys of them)."""
     from attune.adapters import shape
+    from attune.adapters.base import save_pretrained
     from attune.models.adapters_io import check_adapter_dir, write_fingerprint
 
     adapter_shape = shape(adapter_cfg.type)
     target = out / adapter_shape.output
     tmp = out / f".tmp-{target.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    adapter_shape.save(model, tmp)
+    if weights is not None and adapter_shape.save is save_pretrained:
+        model.save_pretrained(str(tmp), safe_serialization=True, state_dict=weights)
+    else:
+        adapter_shape.save(model, tmp)
     tokenizer.save_pretrained(str(tmp))
     if adapter_shape.output == "adapter":
         write_fingerprint(tmp, model, {"stage": summary["stage"], "base_model": summary["base_model"], "shape": adapter_shape.name})
