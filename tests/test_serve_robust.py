@@ -336,3 +336,35 @@ def test_linear_mix_is_the_weighted_sum_of_weight_deltas(tokenizer, tmp_path):
         delta = layer.get_delta_weight
         torch.testing.assert_close(delta(halves.peft_name), delta("a"), atol=1e-6, rtol=1e-5)
         torch.testing.assert_close(delta(both.peft_name), delta("a") + delta("b"), atol=1e-6, rtol=1e-5)
+
+
+# ---- finding 9 (serve): /openapi.json was served without a key; a failed stream was logged as 200 ----
+def test_openapi_needs_the_key_when_auth_is_on(served):
+    url, _ = served
+    assert httpx.get(url + "/openapi.json").status_code == 401
+    schema = httpx.get(url + "/openapi.json", headers=AUTH).json()
+    body = schema["paths"]["/v1/completions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["$ref"].endswith("/CompletionRequest") and "CompletionRequest" in schema["components"]["schemas"]
+
+
+def test_a_failed_stream_is_logged_and_counted_as_failed(served, caplog):
+    import logging
+
+    url, server = served
+    forward = server.engine._forward
+
+    def broken(input_ids, *args):
+        if input_ids.shape[1] == 1:
+            raise RuntimeError("injected decode failure")
+        return forward(input_ids, *args)
+
+    server.engine._forward = broken
+    try:
+        with caplog.at_level(logging.INFO, logger="attune.serve"):
+            _, lines = _stream_text(url, {"model": "tiny-model", "prompt": "fails", "max_tokens": 10})
+    finally:
+        server.engine._forward = forward
+    assert any("generation failed" in line for line in lines)
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("cmpl-")]
+    assert logged and "status=500" in logged[-1] and "finish=error" in logged[-1], logged
+    assert 'attune_requests_total{endpoint="completions",status="500"}' in httpx.get(url + "/metrics", headers=AUTH).text
