@@ -97,11 +97,9 @@ def preference_accuracy(model, tokenizer, records) -> float:
     import torch
 
     from attune.align.pairs import collate_pairs, per_document_sums, prepare_pairs
-    from attune.train.context import ObjectiveContext
     from attune.train.logprobs import token_logprobs
 
-    ctx = ObjectiveContext(tokenizer=tokenizer, options=None)
-    examples = prepare_pairs(records, tokenizer, 512, ctx)
+    examples, _ = prepare_pairs(records, tokenizer, 512)
     right = 0
     for s in range(0, len(examples), 8):
         batch = collate_pairs([[ex] for ex in examples[s : s + 8]], tokenizer.pad_token_id, packing=False)

@@ -75,7 +75,7 @@ def test_builtin_lora_estimates_are_within_2x_of_a_measured_run(tmp_path):
                     "train": {"epochs": 1, "lr": 2.0e-3, "batch_tokens": 1024, "max_length": 256}}],
     })
     counts = counts_from_recipe(recipe)
-    advice = advise(Situation(goal="task", model=recipe.model, hardware="cpu", **counts))
+    advice = advise(Situation(goal="task", model=recipe.model, hardware="cpu", calibrate="fresh", **counts))  # probed now
     cost = advice.option("lora").cost
     summary = stage_output(run_recipe(recipe), "sft")
     measured_train = summary.summary["train_seconds"]

@@ -14,7 +14,8 @@ from attune.evaluate.replay_plot import replay_plots, replay_points
 from attune.evaluate.runner import TaskResult
 from attune.recipe import load_recipe, parse_recipe
 from attune.runs import stage_output
-from attune.train.pipeline import _load_stage_records, run_recipe
+from attune.train.pipeline import run_recipe
+from attune.train.stage_data import load_stage_records
 
 
 def _texts(path: Path, texts: list[str]) -> Path:
@@ -51,7 +52,7 @@ def test_each_dataset_is_split_before_mixing(tmp_path):
     recipe = parse_recipe({"name": "m", "model": "unused", "stages": [{
         "objective": "cpt", "data": [{"path": str(a)}, {"path": str(b), "name": "small", "weight": 1.0}],
         "train": {"val_fraction": 0.25}}]})
-    train, val, per_task = _load_stage_records(recipe, recipe.stages[0], ("text",))
+    train, val, per_task = load_stage_records(recipe, recipe.stages[0], ("text",))
     assert sorted(per_task) == ["a", "small"] and len(per_task["a"]) == 5 and len(per_task["small"]) == 1
     held = {r.text for r in val}
     assert held == {r.text for v in per_task.values() for r in v}

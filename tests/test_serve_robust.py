@@ -12,6 +12,7 @@ import time
 
 import httpx
 import pytest
+import torch
 
 from attune.models.generation import GenerationParams
 from attune.serve.engine import BASE, Engine, InvalidRequest, Request
@@ -174,3 +175,196 @@ def test_engine_thread_death_gives_503_unhealthy_and_a_restart(served):
     assert httpx.get(url + "/health").json()["restarts"] == 1
     assert "attune_engine_restarts_total 1.0" in httpx.get(url + "/metrics", headers=AUTH).text
 
+
+
+def _slow_steps(server, seconds: float):
+    """Make each decode step take at least `seconds` (so a generation outlives a client's patience)."""
+    observe = server.engine._observe
+
+    def slow(event, data):
+        if event == "decode":
+            time.sleep(seconds)
+        observe(event, data)
+
+    server.engine._observe = slow
+    return observe
+
+
+# ---- finding 5: a non-streaming client that gave up kept its slot until the generation ended ----
+def test_abandoned_non_streaming_requests_are_cancelled_while_generating(served):
+    url, server = served
+    before = server.engine.stats.cancelled
+    metric = _metric(url, "attune_cancelled_total")
+    restore = _slow_steps(server, 0.02)  # 200 tokens take >= 4 s
+    try:
+        def give_up():
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.post(url + "/v1/completions", headers=AUTH, timeout=1.0,
+                           json={"model": "tiny-model", "prompt": "abandoned", "max_tokens": 200})
+
+        clients = [threading.Thread(target=give_up) for _ in range(2)]
+        [c.start() for c in clients]
+        [c.join() for c in clients]
+        gave_up = time.monotonic()
+        while server.engine.stats.cancelled < before + 2 or server.engine.active:
+            assert time.monotonic() - gave_up < 1.5, "abandoned requests kept generating"
+            time.sleep(0.02)
+    finally:
+        server.engine._observe = restore
+    assert _metric(url, "attune_cancelled_total") == metric + 2
+
+
+def _metric(url: str, name: str) -> float:
+    for line in httpx.get(url + "/metrics", headers=AUTH).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+# ---- finding 7: requests being prefilled were not counted (8 accepted with batch 2 + queue 4); Retry-After 1 ----
+def test_requests_being_prefilled_count_against_the_queue(tiny_model, tokenizer):
+    from attune.serve.engine import QueueFull
+
+    engine = Engine(tiny_model.eval(), tokenizer, max_batch=2, max_queue=4)
+    request = lambda: Request([1, 2, 3], GenerationParams(max_new_tokens=2), lambda e: None)  # noqa: E731
+    with engine.lock:  # the engine takes requests off the queue, then waits for the lock to prefill them
+        engine.start()
+        for _ in range(2):
+            engine.submit(request())
+        deadline = time.monotonic() + 10
+        while engine.waiting:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        for _ in range(4):
+            engine.submit(request())
+        with pytest.raises(QueueFull):
+            engine.submit(request())
+    engine.stop()
+
+
+def test_retry_after_estimates_the_wait_from_queue_and_throughput(served):
+    import asyncio
+
+    url, server = served
+    restore = _slow_steps(server, 0.03)
+    body = {"model": "tiny-model", "prompt": "queue", "max_tokens": 60, "temperature": 0}
+    try:
+        assert httpx.post(url + "/v1/completions", headers=AUTH, json=body, timeout=60).status_code == 200  # measures
+
+        async def timed(http):
+            t0 = time.monotonic()
+            r = await http.post("/v1/completions", json=body)
+            return r, time.monotonic() - t0
+
+        async def burst():
+            async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=120) as http:
+                return await asyncio.gather(*[timed(http) for _ in range(10)])
+
+        results = asyncio.run(burst())
+    finally:
+        server.engine._observe = restore
+    codes = [r.status_code for r, _ in results]
+    assert codes.count(200) == 6 and codes.count(429) == 4, codes  # exactly batch 2 + queue 4 accepted
+    longest = max(s for r, s in results if r.status_code == 200)  # the last queued request's wait + its run
+    hints = [int(r.headers["retry-after"]) for r, _ in results if r.status_code == 429]
+    assert all(longest / 4 <= h <= longest * 2 for h in hints), (hints, longest)
+
+
+# ---- finding 6: bad adapters gave bare 500s; a file symlink out of --adapter-dir was loaded ----
+def _adapter_variants(root):
+    import json
+    import shutil
+
+    good = root / "adapters" / "good"
+    outside = root / "outside"
+    outside.mkdir(exist_ok=True)
+    shutil.copy(good / "adapter_model.safetensors", outside / "weights.safetensors")
+    made = {}
+    for name in ("bad-json", "bad-rank", "passwd-config", "garbage-weights", "linked-weights"):
+        d = root / "adapters" / name
+        if not d.exists():
+            shutil.copytree(good, d)
+        made[name] = d
+    (made["bad-json"] / "adapter_config.json").write_text("{not json")
+    config = json.loads((good / "adapter_config.json").read_text())
+    (made["bad-rank"] / "adapter_config.json").write_text(json.dumps({**config, "r": "eight"}))
+    (made["passwd-config"] / "adapter_config.json").unlink()
+    (made["passwd-config"] / "adapter_config.json").symlink_to("/etc/passwd")
+    (made["garbage-weights"] / "adapter_model.safetensors").write_bytes(b"\x00garbage" * 100)
+    (made["linked-weights"] / "adapter_model.safetensors").unlink()
+    (made["linked-weights"] / "adapter_model.safetensors").symlink_to(outside / "weights.safetensors")
+
+
+@pytest.mark.parametrize("path, words", [
+    ("bad-json", "adapter_config.json"), ("bad-rank", "r"), ("passwd-config", "outside"),
+    ("garbage-weights", "adapter_model.safetensors"), ("linked-weights", "outside"),
+    ("good\x00/x", "invalid"), ("a" * 300, "invalid"), ("good/" + "b" * 300, "invalid"),
+])
+def test_every_adapter_load_failure_is_a_400_with_the_reason(served, model_dir, path, words):
+    url, server = served
+    _adapter_variants(model_dir)
+    r = httpx.post(url + "/v1/adapters", headers={"Authorization": f"Bearer {ADMIN}"}, json={"name": "probe", "path": path})
+    assert r.status_code == 400, r.text
+    assert words in r.json()["error"]["message"], r.text
+    assert "probe" not in server.registry.known
+    ok = httpx.post(url + "/v1/completions", headers=AUTH, json={"model": "tiny-model", "prompt": "still here", "max_tokens": 2})
+    assert ok.status_code == 200
+
+
+# ---- finding 8: `mix:` weights acted as (sum of sqrt(w))^2: mix:a=0.5,b=0.5 with b == a gave 2a ----
+def test_linear_mix_is_the_weighted_sum_of_weight_deltas(tokenizer, tmp_path):
+    import shutil
+
+    from peft.tuners.lora import LoraLayer
+
+    from attune.models.adapters_io import load_adapter
+    from attune.serve.combine import build_mix, parse_mix
+
+    base = make_tiny_model(tokenizer)
+    save_lora(base, tmp_path / "a", seed=1)
+    shutil.copytree(tmp_path / "a", tmp_path / "a-copy")
+    save_lora(base, tmp_path / "b", seed=2, r=4)  # ranks may differ
+    model = load_adapter(make_tiny_model(tokenizer), tmp_path / "a", name="a")
+    for name in ("a-copy", "b"):
+        model = load_adapter(model, tmp_path / name, name=name)
+    halves, both = parse_mix("mix:a=0.5,a-copy=0.5"), parse_mix("mix:a=1,b=1")
+    build_mix(model, halves, ["a", "a-copy"])
+    build_mix(model, both, ["a", "b"])
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer) and "a" in m.lora_A]
+    assert layers
+    for layer in layers:
+        delta = layer.get_delta_weight
+        torch.testing.assert_close(delta(halves.peft_name), delta("a"), atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(delta(both.peft_name), delta("a") + delta("b"), atol=1e-6, rtol=1e-5)
+
+
+# ---- finding 9 (serve): /openapi.json was served without a key; a failed stream was logged as 200 ----
+def test_openapi_needs_the_key_when_auth_is_on(served):
+    url, _ = served
+    assert httpx.get(url + "/openapi.json").status_code == 401
+    schema = httpx.get(url + "/openapi.json", headers=AUTH).json()
+    body = schema["paths"]["/v1/completions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["$ref"].endswith("/CompletionRequest") and "CompletionRequest" in schema["components"]["schemas"]
+
+
+def test_a_failed_stream_is_logged_and_counted_as_failed(served, caplog):
+    import logging
+
+    url, server = served
+    forward = server.engine._forward
+
+    def broken(input_ids, *args):
+        if input_ids.shape[1] == 1:
+            raise RuntimeError("injected decode failure")
+        return forward(input_ids, *args)
+
+    server.engine._forward = broken
+    try:
+        with caplog.at_level(logging.INFO, logger="attune.serve"):
+            _, lines = _stream_text(url, {"model": "tiny-model", "prompt": "fails", "max_tokens": 10})
+    finally:
+        server.engine._forward = forward
+    assert any("generation failed" in line for line in lines)
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("cmpl-")]
+    assert logged and "status=500" in logged[-1] and "finish=error" in logged[-1], logged
+    assert 'attune_requests_total{endpoint="completions",status="500"}' in httpx.get(url + "/metrics", headers=AUTH).text

@@ -5,7 +5,8 @@ a recipe with a typo is refused with recipe check's did-you-mean; the fixed reci
 on the running run is refused (one trainer per run dir); the loss curve grows to >= 3 points with
 no page reload; the finished run's compare report opens; the Data page lists a malformed line
 with its line number and text; one arena round between the base and the adapter appends exactly
-one valid preference pair to a file that already held one, which is kept. Screenshots are kept
+one valid preference pair to a file that already held one, which is kept; the advisor's top
+recommendation opens New run as a draft recipe. Screenshots are kept
 under the test's tmp dir (printed) and must not be blank.
 
 Chromium and chromedriver are Debian's (`scripts/install_chromium.sh`); without them the test
@@ -212,6 +213,18 @@ def test_studio_in_a_browser(tmp_path, tiny_model_dir):
         row = driver.find_element(By.CSS_SELECTOR, "#arena-table tbody tr").text
         assert "data-model · zero-shot" in row and "tuned · zero-shot" in row
         shot("arena.png")
+
+        # Advise: the questions as a form; a recommendation becomes a recipe in New run
+        driver.get(url + "advise")
+        driver.find_element(By.NAME, "labelled_examples").send_keys("2000")
+        driver.find_element(By.ID, "advise-go").click()
+        wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#advice > li button"), 120, "no advice: " + text("#advise-msg"))
+        first = driver.find_element(By.CSS_SELECTOR, "#advice > li")
+        assert "why (" in first.text and "cost:" in first.text
+        first.find_element(By.TAG_NAME, "button").click()
+        wait(lambda: driver.current_url.endswith("/new") and text("#check"), 60, "the recommendation did not open New run")
+        assert driver.find_element(By.ID, "recipe-text").get_attribute("value").startswith("name: advised-")
+        assert driver.execute_script("return window.studioLoadedAt") is not None  # every page's script ran
         print(f"browser test: {time.time() - started:.0f} s from the first page to the last")
     finally:
         driver.quit()

@@ -4,8 +4,10 @@
       recipe.yaml              the resolved recipe (every default filled in)
       provenance.json          library versions, command line, host
       stages/<stage>/
-        adapter/               PEFT-format adapter (adapter shapes built on PEFT)
-        model/                 full weights (full / freeze / bottleneck shapes, or merged)
+        adapter/               an adapter on its base: PEFT format, or the shape's own (bottleneck),
+                               with attune_adapter.json (base fingerprint, stage, shape)
+        model/                 full weights (full / freeze shapes)
+        merged/                base + adapter merged, written once when a later stage starts from it
         checkpoints/step-N/    resumable training state (atomic, keep-last-N)
         metrics.jsonl          one JSON object per logged step
         summary.json           trainable params, tokens seen, wall time, final losses
@@ -37,7 +39,7 @@ class StageOutput:
     @property
     def adapter(self) -> Path | None:
         p = self.dir / "adapter"
-        return p if (p / "adapter_config.json").is_file() or (p / "bottleneck_config.json").is_file() else None
+        return p if (p / "attune_adapter.json").is_file() else None
 
     @property
     def model(self) -> Path | None:
@@ -84,11 +86,6 @@ def stage_output(run_dir: str | Path, stage: str) -> StageOutput:
     if out.adapter is None and out.model is None:
         raise AttuneError(f"run {run_dir} has no finished output for stage {stage!r} (looked in {d})")
     return out
-
-
-def latest_run(output_dir: str | Path, name: str) -> Path | None:
-    p = Path(output_dir) / name / "latest"
-    return p.resolve() if p.exists() else None
 
 
 def training_pid(run_dir: str | Path) -> int | None:

@@ -76,8 +76,8 @@ def save_bottleneck(model: nn.Module, out_dir: Path) -> None:
     (out_dir / CONFIG_FILE).write_text(model.attune_bottleneck_config.model_dump_json(indent=2))
 
 
-def load_bottleneck(model: nn.Module, adapter_dir: Path) -> nn.Module:
-    """Attach saved bottleneck adapters to a freshly loaded base model (inference)."""
+def load_bottleneck(model: nn.Module, adapter_dir: Path, name: str = "default", trainable: bool = False) -> nn.Module:
+    """Attach saved bottleneck adapters to a freshly loaded base model (frozen unless `trainable`)."""
     from safetensors.torch import load_file
 
     cfg = BottleneckConfig.model_validate(json.loads((Path(adapter_dir) / CONFIG_FILE).read_text()))
@@ -86,7 +86,11 @@ def load_bottleneck(model: nn.Module, adapter_dir: Path) -> nn.Module:
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if unexpected or any(PREFIX in k for k in missing):
         raise AttuneError(f"bottleneck adapter {adapter_dir} does not fit this model")
+    for n, p in model.named_parameters():
+        p.requires_grad_(trainable and PREFIX in n)
     return model
 
 
-register("bottleneck", BottleneckConfig, uses_peft=False, save=lambda model, out: save_bottleneck(model, out))(apply)
+register(
+    "bottleneck", BottleneckConfig, marker=CONFIG_FILE, weights=WEIGHTS_FILE, save=save_bottleneck, load=load_bottleneck, merge=None
+)(apply)

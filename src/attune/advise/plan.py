@@ -109,14 +109,14 @@ def _added_tokens(s: Situation, method: str) -> int:
 
 
 def machine(s: Situation, shape: ModelShape | None) -> Hardware:
-    """The hardware profile; for `cpu` with `calibrate`, this machine as the probe measured it (`probe.py`)."""
+    """The hardware profile; for `cpu` (unless `calibrate: off`), this machine as the probe measured it (`probe.py`)."""
     hw = get_hardware(s.hardware, s.gpu_count, s.gpu_memory_gb)
-    if hw.kind != "cpu" or not s.calibrate:
+    if hw.kind != "cpu" or s.calibrate == "off":
         return hw
     from attune.advise.probe import calibrated, probe_machine
 
     local = s.model if s.model and s.has_weights else None
-    probe = probe_machine(local, shape.compute_params if shape and local else None)
+    probe = probe_machine(local, shape.compute_params if shape and local else None, fresh=s.calibrate == "fresh")
     return calibrated(hw, probe, shape.params * hw.dtype_bytes if shape and probe.decode_s_per_token else None)
 
 

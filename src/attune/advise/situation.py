@@ -63,9 +63,9 @@ class Situation(StrictModel):
         None, description="your data file: examples, pairs or corpus tokens and tokens per example are counted from it "
         "(with the model's tokenizer), overriding the situation file's counts"
     )
-    calibrate: bool = Field(
-        True, description="hardware cpu: probe this machine (matmul, one prefill and decode step of the model; cached) "
-        "instead of the fixed profile"
+    calibrate: Literal["cached", "fresh", "off"] = Field(
+        "cached", description="hardware cpu: probe this machine (matmul, one prefill and decode step of the model) instead "
+        "of the fixed profile: cached (measure once per machine), fresh (measure again now), off"
     )
 
     @field_validator("hardware")

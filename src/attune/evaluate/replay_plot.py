@@ -45,7 +45,7 @@ def replay_points(result: CompareResult) -> list[ReplayPoint]:
         if stage is None or stage.objective != "cpt":
             continue
         points.append(ReplayPoint(
-            stage=c.stage, adapter=stage.adapter.type if stage.adapter else "lora", replay=stage.replay is not None,
+            stage=c.stage, adapter=stage.adapter.type, replay=stage.replay is not None,
             domain_gain=_loss(base, domain) - _loss(c, domain),
             general_increase=_loss(c, general) - _loss(base, general),
             forgetting=forgetting(c, result.base_probe),

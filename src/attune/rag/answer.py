@@ -26,7 +26,7 @@ from typing import Any
 
 from attune.models.generation import GenerationParams, Generator, Message, Prompt
 from attune.rag.passage import Passage
-from attune.rag.retrieve import Mode, RagIndex
+from attune.rag.retrieve import K, Mode, RagIndex
 
 IDK = "I don't know."
 INSTRUCTION = (
@@ -141,7 +141,7 @@ def answer_question(
     index: RagIndex,
     question: str,
     generator: Generator,
-    k: int = 5,
+    k: int = K,
     params: GenerationParams | None = None,
     *,
     mode: Mode = "hybrid",

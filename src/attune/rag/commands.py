@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from attune.errors import AttuneError
+from attune.rag.retrieve import K
 
 app = typer.Typer(help="Retrieval-augmented generation: index documents, search them, answer with citations.", no_args_is_help=True)
 console = Console(width=None if Console().is_terminal else 160)
@@ -59,7 +60,7 @@ def index_command(
 def search_command(
     query: str = typer.Argument(..., help="the search query"),
     index: Path = typer.Option(..., "--index", "-i", help="index directory"),
-    k: int = typer.Option(5, "--k", "-k", help="passages to return"),
+    k: int = typer.Option(K, "--k", "-k", help="passages to return"),
     mode: str = typer.Option("hybrid", "--mode", help="hybrid | dense | bm25"),
     filters: list[str] = typer.Option([], "--filter", help="FIELD=VALUE on doc or chunk metadata (repeatable)"),
     rerank: Optional[str] = typer.Option(None, "--rerank", help="a local cross-encoder model dir to rerank with"),
@@ -88,7 +89,7 @@ def ask_command(
     index: Path = typer.Option(..., "--index", "-i", help="index directory"),
     model: str = typer.Option("builtin:smollm2-135m-instruct", "--model", "-m", help="model reference"),
     adapter: Optional[str] = typer.Option(None, "--adapter", "-a", help="PEFT adapter directory"),
-    k: int = typer.Option(4, "--k", "-k", help="passages to put in the prompt"),
+    k: int = typer.Option(K, "--k", "-k", help="passages to put in the prompt"),
     mode: str = typer.Option("hybrid", "--mode", help="hybrid | dense | bm25"),
     threshold: Optional[float] = typer.Option(
         None, "--threshold", help="'I don't know' needs cosine similarity below this (default 0.3) and keyword coverage below --coverage"
@@ -150,7 +151,7 @@ def eval_command(
     task: str = typer.Argument(..., help="a retrieval task YAML (e.g. builtin:northwind-retrieval)"),
     index: Optional[Path] = typer.Option(None, "--index", "-i", help="index directory (default: index the task's corpus)"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="also answer every query with this model and score the answers"),
-    k: int = typer.Option(4, "--k", "-k", help="passages per answer"),
+    k: int = typer.Option(K, "--k", "-k", help="passages per answer"),
     answer: str = typer.Option("auto", "--answer", help="generative | extractive | auto (as `rag ask`)"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="write the results as JSON"),
 ) -> None:

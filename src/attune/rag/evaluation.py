@@ -28,7 +28,7 @@ from pydantic import Field, ValidationError
 from attune.config import StrictModel
 from attune.errors import AttuneError
 from attune.rag.metrics import citation_precision, contains_answer, hit_at_k, ndcg_at_k, recall_at_k, reciprocal_rank
-from attune.rag.retrieve import MODES, RagIndex
+from attune.rag.retrieve import MODES, K, RagIndex
 
 
 class RetrievalTaskSpec(StrictModel):
@@ -116,7 +116,7 @@ def evaluate_retrieval(index: RagIndex, task: RetrievalTask, modes: tuple[str, .
 
 
 def evaluate_answers(
-    index: RagIndex, task: RetrievalTask, generator, k: int = 4, mode: str = "hybrid", answer: str = "auto"
+    index: RagIndex, task: RetrievalTask, generator, k: int = K, mode: str = "hybrid", answer: str = "auto"
 ) -> dict[str, Any]:
     """Grounded answers for every query: contains / f1 of the answer text, citation precision, abstentions.
 

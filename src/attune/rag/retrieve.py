@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 Mode = Literal["hybrid", "dense", "bm25"]
 MODES = ("hybrid", "dense", "bm25")
 RRF_K = 60
+K = 4
+"""Passages retrieved per question unless a caller says otherwise (search, ask, eval, the rag strategy, serving)."""
 
 
 def rrf(rankings: list[list[int]], k: int = RRF_K) -> list[tuple[int, float]]:
@@ -96,7 +98,7 @@ class RagIndex:
     def _dense(self, query: str, k: int, rows) -> list[tuple[int, float]]:
         return self.store.search(self.embedder.encode([query])[0], k, rows)
 
-    def search(self, query: str, k: int = 5, mode: Mode = "hybrid", filters: dict[str, Any] | None = None) -> list[Passage]:
+    def search(self, query: str, k: int = K, mode: Mode = "hybrid", filters: dict[str, Any] | None = None) -> list[Passage]:
         """The k best passages for `query`; `scores` on each passage holds every retriever's own score."""
         if mode not in MODES:
             raise AttuneError(f"unknown retrieval mode {mode!r}; known: {', '.join(MODES)}")

@@ -25,7 +25,7 @@ from attune.prompting.base import PromptedExample, StrategyContext, user_turns, 
 from attune.rag.answer import ANSWER_MODES, answer_mode, grounded_messages, quoted_answer, strip_citations
 from attune.rag.index import CURRENT, build_index, open_index
 from attune.rag.passage import Passage
-from attune.rag.retrieve import RagIndex
+from attune.rag.retrieve import K, RagIndex
 
 
 @dataclass
@@ -91,7 +91,7 @@ def build_strategy(options: dict[str, Any], context: StrategyContext) -> RagStra
     source = options.get("index")
     if not source:
         raise AttuneError("the rag strategy needs `index`: an index directory or the documents to index (e.g. builtin:corpora/northwind)")
-    k = int(options.get("k") or 4)
+    k = int(options.get("k") or K)
     mode = options.get("mode") or "hybrid"
     index = index_for(str(source), context.base_dir, options.get("rerank"))
     answer = options.get("answer") or "auto"

@@ -44,3 +44,9 @@ class TrainConfig(StrictModel):
     )
     loss_chunk_tokens: int = Field(1024, gt=0, description="tokens per chunk of the LM-head + cross-entropy")
     log_every: int = Field(1, gt=0)
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
+        default_factory=lambda: ["tensorboard"],
+        description="experiment trackers that receive every logged row (metrics.jsonl is always written); "
+        "mlflow and wandb need `pip install 'attune-llm[trackers]'` and read their usual environment "
+        "(MLFLOW_TRACKING_URI, WANDB_MODE=offline, ...)",
+    )

@@ -249,5 +249,22 @@ function advisePage() {
   };
 }
 
+// ---- runs list: statuses and steps refresh in place ----
+function runsPage() {
+  setInterval(async () => {
+    const runs = await api("GET", "/api/runs").catch(() => null);
+    if (!runs) return;
+    for (const r of runs) {
+      const row = $(`tr[data-run="${CSS.escape(r.id)}"]`);
+      if (!row) continue;
+      const st = $(".status", row);
+      st.textContent = r.status; st.className = `status ${r.status}`;
+      $$(".chip", row).forEach((chip, i) => { const g = r.stages[i]; if (!g) return;
+        chip.textContent = `${g.name} (${g.objective}) ${g.steps}${g.total_steps ? "/" + g.total_steps : ""}`;
+        chip.classList.toggle("done", g.done); });
+    }
+  }, 3000);
+}
+
 window.studioLoadedAt = Date.now();
-({ run: runPage, new: newPage, data: dataPage, arena: arenaPage, advise: advisePage })[document.body.dataset.page]?.();
+({ runs: runsPage, run: runPage, new: newPage, data: dataPage, arena: arenaPage, advise: advisePage })[document.body.dataset.page]?.();
