@@ -141,5 +141,5 @@ def calibrated(hw: Hardware, probe: Probe, weight_bytes: float | None) -> Hardwa
     if probe.decode_s_per_token and weight_bytes:
         changes["bandwidth_gbs"] = weight_bytes / probe.decode_s_per_token / 1e9
         what.append(f"one decode step {probe.decode_s_per_token * 1000:,.0f} ms")
-    source = f"probed on this machine ({probe.cpu}, {probe.threads} threads, {probe.measured_at} UTC): " + "; ".join(what)
+    source = f"probed on this machine ({probe.cpu}, torch threads: {probe.threads}, {probe.measured_at} UTC): " + "; ".join(what)
     return replace(hw, **changes, source=source)
