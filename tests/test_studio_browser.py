@@ -190,7 +190,10 @@ def test_studio_in_a_browser(tmp_path, tiny_model_dir):
         model_in.send_keys(str(model_dir))
         form.find_element(By.NAME, "adapters").send_keys(f"tuned={run_dir / 'stages' / 'sft' / 'adapter'}")
         driver.find_element(By.ID, "arena-load-btn").click()
-        wait(lambda: "served: data-model, tuned" in text("#arena-msg"), 180, "the arena did not load: " + text("#arena-msg"))
+        def served() -> bool:  # the base is served under its short name (and its reference), the adapter as "tuned"
+            names = text("#arena-msg").removeprefix("served: ").split(", ") if "served: " in text("#arena-msg") else []
+            return "data-model" in names and "tuned" in names
+        wait(served, 400, "the arena did not load")
         driver.find_element(By.ID, "arena-prompt").send_keys("Where is order 7 going?")
         for side, name in (("a", "data-model"), ("b", "tuned")):
             driver.find_element(By.CSS_SELECTOR, f".cand[data-side={side}] input[name=model]").send_keys(name)
@@ -200,7 +203,7 @@ def test_studio_in_a_browser(tmp_path, tiny_model_dir):
             field.send_keys(value)
         driver.find_element(By.ID, "arena-go").click()
         vote_b = driver.find_element(By.CSS_SELECTOR, "#votes button[data-choice=b]")
-        wait(vote_b.is_enabled, 180, "the answers did not finish: " + text("#arena-msg"))
+        wait(vote_b.is_enabled, 300, "the answers did not finish")
         answers = {s: driver.execute_script(f"return document.getElementById('answer-{s}').textContent") for s in "ab"}
         vote_b.click()
         wait(lambda: "appended a preference pair" in text("#arena-msg"), 30, "the vote failed: " + text("#arena-msg"))
