@@ -257,6 +257,7 @@ def _kill_one_rank(launcher_pid: int) -> int | None:
     return None
 
 
+@pytest.mark.slow  # three launches
 @pytest.mark.timeout(1800)
 def test_fsdp_rank_killed_then_resumed_matches_uninterrupted(tmp_path, model_dir):
     _kill_then_resume("fsdp", 29620, tmp_path, model_dir, "sft-lora")
