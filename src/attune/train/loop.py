@@ -34,6 +34,7 @@ from attune.train.batching import plan_epoch
 from attune.train.checkpoint import TrainState, list_checkpoints, load_checkpoint, save_checkpoint
 from attune.train.context import ObjectiveContext
 from attune.train.lora_fused import fused_lora
+from attune.train.progress import progress as make_progress
 
 
 @dataclass
@@ -232,7 +233,7 @@ def train_loop(
         if acc.is_main_process:
             _truncate_metrics(out_dir, state.step)
     log = MetricsLog(out_dir, acc.is_main_process, context)
-    progress = _progress(show_progress and acc.is_main_process, total_steps, state.step)
+    progress = make_progress(show_progress and acc.is_main_process, total_steps, state.step)
 
     model.train()
     last_loss: float | None = None
@@ -369,32 +370,3 @@ def _early_stop(state: TrainState, value: float, patience: int | None) -> bool:
         return False
     state.evals_without_improvement += 1
     return patience is not None and state.evals_without_improvement >= patience
-
-
-class _progress:
-    """A rich progress bar with ETA and the latest loss (a no-op when disabled)."""
-
-    def __init__(self, enabled: bool, total: int, start: int) -> None:
-        self.bar = None
-        if enabled:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(
-                TextColumn("[bold]train[/bold] step {task.completed}/{task.total}"),
-                BarColumn(),
-                TextColumn("{task.fields[info]}"),
-                TimeRemainingColumn(),
-            )
-            self.task = self.bar.add_task("train", total=total, completed=start, info="")
-            self.bar.start()
-
-    def update(self, step: int, row: dict) -> None:
-        if self.bar:
-            info = f"loss {row['loss']:.4f}  {row['tokens_per_s']:.0f} tok/s"
-            if "eval_loss" in row:
-                info += f"  eval {row['eval_loss']:.4f}"
-            self.bar.update(self.task, completed=step, info=info)
-
-    def close(self) -> None:
-        if self.bar:
-            self.bar.stop()
