@@ -165,7 +165,8 @@ def test_mix_equals_peft_weighted_adapter(client, files, reference, tokenizer):
     for method, kwargs in [("linear", {}), ("ties", {"density": 0.2}), ("svd", {})]:
         name = "mix:billing=0.6,legal=0.4" if method == "linear" else f"mix:{method}:billing=0.6,legal=0.4"
         got = client.chat.completions.create(model=name, messages=MESSAGES, **GREEDY).choices[0].message.content
-        model.add_weighted_adapter(["billing", "legal"], [0.6, 0.4], method, combination_type=method, **kwargs)
+        combination = "cat" if method == "linear" else method  # linear = the weighted sum of deltas
+        model.add_weighted_adapter(["billing", "legal"], [0.6, 0.4], method, combination_type=combination, **kwargs)
         model.set_adapter(method)
         expected = HFGenerator(model.eval(), tokenizer, "ref").generate([MESSAGES], GenerationParams(max_new_tokens=12))[0]
         assert got == expected, method
@@ -192,7 +193,8 @@ def test_rag_answers_with_citations_like_answer_question(client, files, tokenize
     question = "How do I reset the Northwind hub?"
     resp = client.chat.completions.create(model="rag:docs", messages=[{"role": "user", "content": question}], **GREEDY)
     generator = load_generator(str(files / "tiny-model"))
-    expected = answer_question(open_index(files / "index"), question, generator, k=4, params=GenerationParams(max_new_tokens=12))
+    expected = answer_question(open_index(files / "index"), question, generator, k=4, params=GenerationParams(max_new_tokens=12),
+                               answer="generative")  # the server's engine generator always generates
     assert not expected.abstained
     assert resp.choices[0].message.content == expected.answer
     assert resp.model_extra["citations"] == [{"index": n, **p.to_dict()} for n, p in zip(expected.citations, expected.sources)]
@@ -310,7 +312,7 @@ def test_client_disconnect_cancels_generation(small):
     with server.engine.lock:  # engine paused, so the request cannot finish before its client gives up
         with pytest.raises(httpx.ReadTimeout):  # a non-streaming client that gives up
             httpx.post(url + "/v1/completions", json={"model": "tiny-model", "prompt": "x", "max_tokens": 400}, timeout=1.0)
-        time.sleep(1.0)  # the server checks for a closed connection every 0.5 s
+        time.sleep(1.0)  # the server sees the closed connection while the request is still queued
     wait_for_cancel(server, cancelled + 1)
 
 

@@ -180,7 +180,8 @@ def evaluate(
     Args:
         strategy: `zero-shot`, `few-shot`, `cot` or `rag`.
         limit: the first N examples of each task (quick looks).
-        options: the strategy's options, as on the CLI: `k`, `selection`, `pool`, `index`, `system`.
+        options: the strategy's options, as on the CLI: `k`, `selection`, `pool`, `index`, `system`, `answer`
+            (rag: generative | extractive | auto; default: the task's `answer:`, else auto).
     """
     from attune.evaluate.pools import pool_from_path
     from attune.evaluate.runner import run_task
@@ -188,10 +189,10 @@ def evaluate(
     from attune.models import load_generator
     from attune.prompting import StrategyContext, build_strategy
 
-    opts = {"k": 4, "selection": "similarity", "index": None, "system": None, "pool": None, **(options or {})}
-    unknown = sorted(set(opts) - {"k", "selection", "index", "system", "pool"})
+    opts = {"k": 4, "selection": "similarity", "index": None, "system": None, "pool": None, "answer": None, **(options or {})}
+    unknown = sorted(set(opts) - {"k", "selection", "index", "system", "pool", "answer"})
     if unknown:
-        raise AttuneError(f"evaluate: unknown option(s) {', '.join(unknown)}; valid: k, selection, pool, index, system")
+        raise AttuneError(f"evaluate: unknown option(s) {', '.join(unknown)}; valid: k, selection, pool, index, system, answer")
     loaded = [load_task(str(t)) for t in ([tasks] if isinstance(tasks, (str, Path)) else tasks)]
     for task in loaded:
         if limit:
@@ -202,7 +203,8 @@ def evaluate(
     results = []
     for task in loaded:
         context = StrategyContext(pool=pool, base_dir=Path("."), system=opts["system"] or task.spec.system, template=task.spec.template)
-        results.append(run_task(generator, task, build_strategy(strategy, opts, context)))
+        task_opts = {**opts, "answer": opts["answer"] or task.spec.answer}
+        results.append(run_task(generator, task, build_strategy(strategy, task_opts, context)))
     return EvalResult(model, str(adapter) if adapter else None, strategy, results)
 
 
@@ -232,12 +234,17 @@ def rag_ask(
     adapter: str | Path | None = None,
     k: int = 4,
     params: GenerationParams | None = None,
+    answer: str = "auto",
 ) -> GroundedAnswer:
-    """Answer `question` from a RAG index with numbered citations (or abstain when nothing is relevant)."""
+    """Answer `question` from a RAG index with numbered citations (or abstain when the evidence is weak).
+
+    `answer`: generative (the model writes), extractive (quote the best sentence of a passage) or auto.
+    """
     from attune.models import load_generator
     from attune.rag import answer_question, open_index
 
-    return answer_question(open_index(index), question, load_generator(model, str(adapter) if adapter else None), k, params)
+    generator = load_generator(model, str(adapter) if adapter else None)
+    return answer_question(open_index(index), question, generator, k, params, answer=answer)
 
 
 class Served:

@@ -21,18 +21,23 @@ def eval_command(
     model: str = typer.Option("builtin:smollm2-135m-instruct", "--model", "-m", help="model reference"),
     adapter: Optional[str] = typer.Option(None, "--adapter", "-a", help="PEFT adapter directory"),
     strategy: Strategy = typer.Option("zero-shot", "--strategy", "-s", help="how the prompt is built"),
-    k: int = typer.Option(4, "--k", help="few-shot examples / RAG passages"),
-    selection: Literal["random", "similarity"] = typer.Option("similarity", "--selection", help="few-shot: how examples are chosen"),
+    k: Optional[int] = typer.Option(None, "--k", help="few-shot examples / RAG passages (default: the strategy's own)"),
+    selection: Optional[Literal["random", "similarity"]] = typer.Option(
+        None, "--selection", help="few-shot: how examples are chosen (default: similarity, as in compare)"),
     pool: Optional[str] = typer.Option(None, "--pool", help="few-shot pool: a task or data file"),
     index: Optional[str] = typer.Option(None, "--index", help="rag: an index directory"),
     system: Optional[str] = typer.Option(None, "--system", help="system prompt"),
+    answer: Optional[str] = typer.Option(
+        None, "--answer", help="rag: generative | extractive (quote the best passage sentence) | auto (extractive for readers "
+        "under 1B parameters); default: the task's `answer:`, else auto"
+    ),
     limit: Optional[int] = typer.Option(None, "--limit", help="first N examples per task"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="write results (with every example) as JSON"),
 ) -> None:
     """Score a model (+ adapter, + prompting strategy) on eval tasks; tasks are validated before the model loads."""
     from attune.api import evaluate
 
-    options = {"k": k, "selection": selection, "pool": pool, "index": index, "system": system}
+    options = {"k": k, "selection": selection, "pool": pool, "index": index, "system": system, "answer": answer}
     with console.status(f"evaluating {len(tasks)} task(s) ..."):
         result = evaluate(tasks, model=model, adapter=adapter, strategy=strategy, limit=limit, options=options)
     results = result.tasks
@@ -55,7 +60,7 @@ def compare_command(
 ) -> None:
     """Score every candidate (prompting, trained stages, both) on the same tasks; write compare.json and a report."""
     from attune.api import compare
-    from attune.evaluate.report import table_rows
+    from attune.evaluate.report import table_rows, verdict_text
 
     result = compare(recipe, run=run)
     header, rows = table_rows(result)
@@ -65,4 +70,5 @@ def compare_command(
     for r in rows:
         table.add_row(*r)
     console.print(table)
+    console.print(f"[bold]Verdict[/bold]: {verdict_text(result)}", highlight=False)
     console.print(f"report: [bold]{result.run_dir / 'report.html'}[/bold] (and report.md, compare.json)")

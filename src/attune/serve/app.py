@@ -29,6 +29,7 @@ from attune.serve.schemas import AdapterLoad, ChatCompletionRequest, CompletionR
 from attune.serve.server import Running, Server
 
 log = logging.getLogger("attune.serve")
+FAILED = {"error": 500, "unavailable": 503}  # a Finished reason that is a failure -> its HTTP status
 
 
 def create_app(server: Server) -> FastAPI:
@@ -42,7 +43,14 @@ def create_app(server: Server) -> FastAPI:
         finally:
             server.stop()
 
-    app = FastAPI(title="attune", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(title="attune", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.openapi = lambda: _openapi(app)
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(request: Request) -> JSONResponse:
+        """The API's schema, behind the API key like every endpoint but /health."""
+        server.auth.check(request.headers.get("authorization"))
+        return JSONResponse(app.openapi())
 
     @app.exception_handler(ServeError)
     async def _serve_error(request: Request, exc: ServeError) -> JSONResponse:
@@ -58,8 +66,14 @@ def create_app(server: Server) -> FastAPI:
         return JSONResponse(error_body(400, str(exc)), 400)
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": server.name, "active": server.engine.active, "waiting": server.engine.waiting}
+    async def health() -> JSONResponse:
+        """200 while the engine runs; 503 while it is down (it restarts by itself), with the reason."""
+        engine = server.engine
+        body = {"status": "ok" if engine.healthy else "unhealthy", "model": server.name, "active": engine.active,
+                "waiting": engine.waiting, "restarts": engine.stats.restarts}
+        if not engine.healthy:
+            body["error"] = engine.failure
+        return JSONResponse(body, 200 if engine.healthy else 503)
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:
@@ -79,7 +93,7 @@ def create_app(server: Server) -> FastAPI:
         return {"resident": server.registry.resident, "max_resident": server.registry.max_resident,
                 "adapters": [e for e in server.model_names() if e["attune"]["kind"] == "adapter"]}
 
-    @app.post("/v1/adapters")
+    @app.post("/v1/adapters", openapi_extra=_body(AdapterLoad))
     async def add_adapter(request: Request) -> dict[str, Any]:
         from starlette.concurrency import run_in_threadpool
 
@@ -100,7 +114,7 @@ def create_app(server: Server) -> FastAPI:
         log.info("adapter removed name=%s", name)
         return {"id": name, "object": "model", "deleted": True}
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", openapi_extra=_body(ChatCompletionRequest))
     async def chat_completions(request: Request) -> Response:
         server.auth.check(request.headers.get("authorization"))
         body = _parse(ChatCompletionRequest, await _read(request, server))
@@ -111,13 +125,37 @@ def create_app(server: Server) -> FastAPI:
         query = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         return await _complete(server, request, body, messages, query, chat=True)
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", openapi_extra=_body(CompletionRequest))
     async def completions(request: Request) -> Response:
         server.auth.check(request.headers.get("authorization"))
         body = _parse(CompletionRequest, await _read(request, server))
         return await _complete(server, request, body, body.prompt, body.prompt, chat=False)
 
     return app
+
+
+BODIES = (ChatCompletionRequest, CompletionRequest, AdapterLoad)
+
+
+def _body(model: type) -> dict[str, Any]:
+    """OpenAPI for a JSON body the handler reads itself (to enforce --max-body-bytes while reading)."""
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema plus the request body models (the handlers parse bodies with pydantic themselves)."""
+    from fastapi.openapi.utils import get_openapi
+
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in BODIES:
+            body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(body.pop("$defs", {}))
+            components[model.__name__] = body
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 async def _read(request: Request, server: Server) -> bytes:
@@ -175,16 +213,18 @@ async def _complete(server: Server, request: Request, body, prompt, query: str, 
         if body.stream:
             live_stream = True
             return _sse(_stream(server, running, rid, body, chat, extra, started, prompt))
-        text, finish, usage = await _collect(server, request, running)
+        text, done = await _collect(server, request, running)
+        text = server.renderer.reply(text, prompt)
+        finish, usage = done.reason, _usage(done)
         if finish == "cancelled":
             status = 499
             return Response(status_code=499)
-        if finish == "error":
-            raise ServeError(500, "generation failed; see the server log")
+        if finish in FAILED:
+            raise ServeError(FAILED[finish], f"generation failed: {done.error}")
         _log(server, rid, body.model, 200, usage, started, finish, prompt, text)
         return JSONResponse(_response(rid, body.model, chat, text, finish, usage, extra),
                             headers={"x-attune-adapter": str(target.info.get("adapter") or server.name)})
-    except (AttuneError, QueueFull) as exc:
+    except (AttuneError, QueueFull) as exc:  # ServeError is an AttuneError
         status = getattr(exc, "status", 429 if isinstance(exc, QueueFull) else 400)
         _log(server, rid, body.model, status, usage, started, finish, prompt, None)
         raise
@@ -192,38 +232,37 @@ async def _complete(server: Server, request: Request, body, prompt, query: str, 
         status = 500
         raise
     finally:
-        server.metrics.requests.labels(endpoint, str(status)).inc()
-        if status == 200 and not live_stream:
-            _finished(server, endpoint, started)
+        if not live_stream:  # a token stream logs and counts its own outcome when it ends
+            server.metrics.requests.labels(endpoint, str(status)).inc()
+            if status == 200:
+                _finished(server, endpoint, started)
 
 
 def _finished(server: Server, endpoint: str, started: float) -> None:
-    seconds = time.monotonic() - started
-    server.metrics.latency.labels(endpoint).observe(seconds)
-    server.engine.note_latency(seconds)
+    server.metrics.latency.labels(endpoint).observe(time.monotonic() - started)
 
 
-async def _collect(server: Server, request: Request, running: Running) -> tuple[str, str, dict[str, int]]:
-    """Run to completion, watching for the client going away (then generation is cancelled)."""
+async def _collect(server: Server, request: Request, running: Running) -> tuple[str, Finished]:
+    """Run to completion. A watcher waits for the client's disconnect message and cancels the request at
+    once; the engine drops the row before its next decode step (or skips it if it is still queued)."""
     import asyncio
 
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        running.request.cancel()
+
+    watcher = asyncio.create_task(watch())
     text = ""
     try:
-        while True:
-            try:  # waiting on the queue itself: a timed-out get() loses nothing
-                event = await asyncio.wait_for(running.queue.get(), timeout=0.5)
-            except TimeoutError:
-                if await request.is_disconnected():
-                    return text, "cancelled", {}
-                continue
+        async for event in running.events():  # ends with the Finished event
             if isinstance(event, Delta):
                 text += event.text
-            elif isinstance(event, Finished):
-                server.metrics.prompt_tokens.inc(event.prompt_tokens)
-                server.metrics.completion_tokens.inc(event.completion_tokens)
-                return text, event.reason, _usage(event)
+        server.metrics.prompt_tokens.inc(event.prompt_tokens)
+        server.metrics.completion_tokens.inc(event.completion_tokens)
+        return text, event
     finally:
-        running.request.cancel()  # no-op once finished
+        watcher.cancel()
 
 
 async def _stream(server: Server, running: Running, rid: str, body, chat: bool, extra: dict, started: float,
@@ -232,20 +271,23 @@ async def _stream(server: Server, running: Running, rid: str, body, chat: bool, 
     created = int(time.time())
     text = ""
     usage: dict[str, int] = {}
+    status, finish = 499, "cancelled"  # until the engine says otherwise: the client left
     events = running.events()
     try:
         if chat:
             yield _chunk(rid, body.model, created, chat, {"role": "assistant", "content": ""}, None, extra)
         async for event in events:
             if isinstance(event, Delta):
-                text += event.text
-                yield _chunk(rid, body.model, created, chat, {"content": event.text} if chat else event.text, None, None)
+                piece = event.text if text else server.renderer.reply(event.text, prompt)
+                text += piece
+                yield _chunk(rid, body.model, created, chat, {"content": piece} if chat else piece, None, None)
             elif isinstance(event, Finished):
                 usage = _usage(event)
+                status, finish = FAILED.get(event.reason, 200), event.reason
                 server.metrics.prompt_tokens.inc(event.prompt_tokens)
                 server.metrics.completion_tokens.inc(event.completion_tokens)
-                if event.reason == "error":
-                    yield f"data: {json.dumps(error_body(500, 'generation failed; see the server log'))}\n\n"
+                if event.reason in FAILED:
+                    yield f"data: {json.dumps(error_body(FAILED[event.reason], f'generation failed: {event.error}'))}\n\n"
                     break
                 yield _chunk(rid, body.model, created, chat, {} if chat else "", event.reason, extra if not chat else None)
                 if body.stream_options and body.stream_options.include_usage:
@@ -253,8 +295,11 @@ async def _stream(server: Server, running: Running, rid: str, body, chat: bool, 
     finally:  # also runs when the client disconnects mid-stream: stop generating for it
         running.request.cancel()
         await events.aclose()
-    _log(server, rid, body.model, 200, usage, started, "stream", prompt, text)
-    _finished(server, "chat" if chat else "completions", started)
+        endpoint = "chat" if chat else "completions"
+        _log(server, rid, body.model, status, usage, started, finish, prompt, text)
+        server.metrics.requests.labels(endpoint, str(status)).inc()
+        if status == 200:
+            _finished(server, endpoint, started)
     yield "data: [DONE]\n\n"
 
 

@@ -1,12 +1,15 @@
 """`mix:` model names: a weighted combination of served LoRA adapters, built with PEFT.
 
-    mix:support=0.7,legal=0.3          linear combination (the default)
+    mix:support=0.7,legal=0.3          linear: exactly 0.7 * delta(support) + 0.3 * delta(legal) (the default)
     mix:ties:support=0.5,legal=0.5     TIES merging (Yadav et al. 2023): trim, elect sign, merge
     mix:svd:support=0.5,legal=0.5      the weighted sum of the full deltas, re-factored by SVD
 
-`linear` and `ties` combine the A and B matrices and need adapters of the same rank; `svd` works
-on the full weight deltas, so ranks may differ. The combination itself is PEFT's
-`add_weighted_adapter`; this module only parses the name and picks its options.
+`linear` is PEFT's `cat` combination: the adapters' A matrices (scaled by weight and LoRA
+scaling) and B matrices are stacked into one adapter of rank sum(r), whose delta is exactly the
+weighted sum of the deltas, so `mix:a=0.5,b=0.5` with b == a is a, and ranks may differ. (PEFT's
+own `linear` scales A and B by sqrt(w) each and sums them, which is not a linear combination of
+deltas.) `ties` needs adapters of the same rank; `svd` works on the full deltas. The combination
+itself is PEFT's `add_weighted_adapter`; this module only parses the name and picks its options.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 from attune.errors import AttuneError
 
 METHODS = ("linear", "ties", "svd")
+PEFT_COMBINATION = {"linear": "cat", "ties": "ties", "svd": "svd"}
 TIES_DENSITY = 0.2  # keep the top 20% of each delta by magnitude, the TIES paper's default (k = 20)
 
 
@@ -72,7 +76,8 @@ def build_mix(peft_model, spec: MixSpec, peft_names: list[str]) -> None:
     kwargs = {"density": TIES_DENSITY} if spec.method == "ties" else {}
     try:
         peft_model.add_weighted_adapter(
-            adapters=peft_names, weights=weights, adapter_name=spec.peft_name, combination_type=spec.method, **kwargs
+            adapters=peft_names, weights=weights, adapter_name=spec.peft_name, combination_type=PEFT_COMBINATION[spec.method],
+            **kwargs
         )
     except ValueError as exc:  # PEFT's message says what is incompatible (ranks, target modules)
         if spec.peft_name in peft_model.peft_config:

@@ -55,11 +55,16 @@ def check_name(name: str) -> None:
 
 
 def lora_rank(path: Path) -> int:
-    """The adapter's LoRA rank, refusing shapes the server cannot batch."""
+    """The adapter's LoRA rank, refusing shapes the server cannot batch and configs it cannot read (400)."""
     config_file = path / "adapter_config.json"
     if not config_file.is_file():
         raise ServeError(400, f"{path}: not a LoRA adapter (no adapter_config.json); merge other shapes with `attune export`")
-    config = json.loads(config_file.read_text())
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ServeError(400, f"{config_file}: not a readable JSON file ({exc})", "path") from exc
+    if not isinstance(config, dict):
+        raise ServeError(400, f"{config_file}: expected a JSON object", "path")
     kind = config.get("peft_type")
     if kind != "LORA" or config.get("use_dora"):
         shown = "DoRA" if kind == "LORA" else kind
@@ -67,18 +72,58 @@ def lora_rank(path: Path) -> int:
             400, f"{path}: a {shown} adapter; the server batches plain LoRA adapters only. "
             "Merge it into its base with `attune export` and serve that directory with --model."
         )
-    ranks = [int(config.get("r", 8)), *map(int, (config.get("rank_pattern") or {}).values())]
+    pattern = config.get("rank_pattern") or {}
+    ranks = [config.get("r", 8), *(pattern.values() if isinstance(pattern, dict) else [None])]
+    if not all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in ranks):
+        raise ServeError(400, f"{config_file}: r and rank_pattern must be positive integers, got {ranks}", "path")
     return max(ranks)
 
 
+MAX_ADAPTER_FILES = 256
+
+
 def inside(path: Path, roots: list[Path]) -> Path:
-    """`path` resolved (symlinks too) if it lies inside one of `roots`; relative paths are taken under each root."""
-    candidates = [path.resolve()] if path.is_absolute() else [(r / path).resolve() for r in roots]
-    for candidate in candidates:
-        for root in roots:
-            if candidate.is_relative_to(root.resolve()) and candidate.exists():
-                return candidate
-    raise ServeError(400, f"adapter path {str(path)!r} is not inside an allowed adapter directory (--adapter-dir)", "path")
+    """`path` resolved (symlinks too) if it lies inside one of `roots`, and so does every file in it
+    (a symlinked file or folder pointing elsewhere is refused); relative paths are taken under each root."""
+    shown = repr(str(path)[:120])
+    try:
+        candidates = [path.resolve()] if path.is_absolute() else [(r / path).resolve() for r in roots]
+        for candidate in candidates:
+            for root in (r.resolve() for r in roots):
+                if candidate.is_relative_to(root) and candidate.exists():
+                    _contained(candidate, root, shown)
+                    return candidate
+    except (ValueError, OSError) as exc:  # a NUL byte, a name too long for the file system, a loop of links
+        raise ServeError(400, f"adapter path {shown} is invalid ({exc})", "path") from exc
+    raise ServeError(400, f"adapter path {shown} is not inside an allowed adapter directory (--adapter-dir)", "path")
+
+
+def _contained(folder: Path, root: Path, shown: str) -> None:
+    if not folder.is_dir():
+        raise ServeError(400, f"adapter path {shown} is not a directory", "path")
+    entries = list(folder.iterdir())
+    if len(entries) > MAX_ADAPTER_FILES:
+        raise ServeError(400, f"adapter path {shown} holds more than {MAX_ADAPTER_FILES} entries", "path")
+    for entry in entries:
+        if not entry.resolve().is_relative_to(root):
+            raise ServeError(400, f"adapter path {shown}: {entry.name} links outside the allowed adapter directory", "path")
+        if entry.is_dir():
+            _contained(entry, root, shown)
+
+
+def check_weights(path: Path) -> None:
+    """Runtime adapters load safetensors weights only (a .bin file is a pickle), and each must parse."""
+    from safetensors import safe_open
+
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise ServeError(400, f"{path}: no adapter_model.safetensors (runtime loading reads safetensors only)", "path")
+    for f in files:
+        try:
+            with safe_open(str(f), framework="pt") as weights:
+                list(weights.keys())
+        except Exception as exc:  # safetensors raises its own error type for every kind of damage
+            raise ServeError(400, f"{f.name}: not a valid safetensors file ({exc})", "path") from exc
 
 
 class AdapterRegistry:
@@ -110,6 +155,7 @@ class AdapterRegistry:
             if not self.adapter_dirs:
                 raise ServeError(403, "runtime adapter loading is disabled: start the server with --adapter-dir DIR")
             path = inside(path, self.adapter_dirs)
+            check_weights(path)
         elif not path.is_dir():
             raise AttuneError(f"adapter {name!r}: {path} is not a directory")
         info = AdapterInfo(name, path.resolve(), lora_rank(path), description, runtime)
@@ -222,7 +268,7 @@ class AdapterRegistry:
             model = self.engine.model
             try:
                 self.engine.model = load_adapter(model, info.path, name=info.peft_name)
-            except (AttuneError, RuntimeError, ValueError) as exc:
+            except Exception as exc:  # whatever PEFT or torch raise for a bad adapter, the server stays up
                 if not isinstance(model, PeftModel):
                     _strip_lora_layers(model)  # a failed first load may have wrapped layers in place
                 elif info.peft_name in model.peft_config:

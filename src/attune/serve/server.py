@@ -18,7 +18,7 @@ from typing import Any
 from attune.errors import AttuneError
 from attune.models.generation import GenerationParams, HFGenerator, Prompt
 from attune.serve.auth import Auth
-from attune.serve.engine import BASE, Delta, Engine, Event, Finished, Request
+from attune.serve.engine import BASE, Delta, Engine, Event, Finished, InvalidRequest, Request
 from attune.serve.errors import ServeError
 from attune.serve.metrics import Metrics
 from attune.serve.registry import RESERVED_PREFIXES, AdapterRegistry
@@ -122,8 +122,8 @@ class Server:
     def prepare(self, prompt: Prompt, max_tokens: int | None, params: GenerationParams, target: Target) -> Prepared:
         """Tokenize exactly as `attune generate` does and enforce the per-request limits (400, naming the limit)."""
         s = self.settings
-        text = self.renderer.render(prompt)
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = self.renderer.encode(prompt)
+        params.stop = self.renderer.stops(prompt, params)
         if len(ids) > s.max_prompt_tokens:
             raise ServeError(400, f"prompt has {len(ids)} tokens; this server's limit is {s.max_prompt_tokens} "
                                   "(--max-prompt-tokens)", "messages", "prompt_too_long")
@@ -152,6 +152,9 @@ class Server:
                           peft_name, on_done=lambda: self.registry.release(peft_name))
         try:
             self.engine.submit(request)
+        except InvalidRequest as exc:
+            self.registry.release(peft_name)
+            raise ServeError(400, str(exc), exc.field) from exc
         except BaseException:
             self.registry.release(peft_name)
             raise
@@ -200,15 +203,18 @@ class EngineGenerator:
         for prompt in prompts:  # submit all first, so they share the engine's forward passes
             prepared = self.server.prepare(prompt, params.max_new_tokens, GenerationParams(**vars(params)), Target("base"))
             sink: queue.Queue[Event] = queue.Queue()
-            self.server.engine.submit(Request(prepared.prompt_ids, prepared.params, sink.put, BASE))
+            try:
+                self.server.engine.submit(Request(prepared.prompt_ids, prepared.params, sink.put, BASE))
+            except InvalidRequest as exc:
+                raise ServeError(400, str(exc), exc.field) from exc
             sinks.append(sink)
         outputs = []
         for sink in sinks:
             text = ""
             while not isinstance(event := sink.get(), Finished):
                 text += event.text if isinstance(event, Delta) else ""
-            if event.reason == "error":
-                raise AttuneError(f"generation failed: {event.error}")
+            if event.reason in ("error", "unavailable"):
+                raise ServeError(503 if event.reason == "unavailable" else 500, f"generation failed: {event.error}")
             self.usage["prompt_tokens"] += event.prompt_tokens
             self.usage["completion_tokens"] += event.completion_tokens
             outputs.append(text)

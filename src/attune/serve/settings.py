@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from attune.config import StrictModel
+from attune.rag.retrieve import K
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -27,7 +28,7 @@ class ServeSettings(StrictModel):
     """`route:NAME` -> the adapters it chooses between."""
     rag: dict[str, str] = Field(default_factory=dict)
     """`rag:NAME` -> a RAG index directory (built with `attune rag index`)."""
-    rag_k: int = Field(4, ge=1)
+    rag_k: int = Field(K, ge=1)
     """Passages retrieved per `rag:` question."""
     backend: Literal["transformers", "vllm"] = "transformers"
     host: str = "127.0.0.1"

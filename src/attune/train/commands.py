@@ -108,3 +108,20 @@ def _write_gguf_adapter(output, target: Path, dtype: str) -> None:
     console.print(f"llama.cpp / Ollama files ({dtype}) written to [bold]{target}[/bold]: base.gguf, adapter.gguf, Modelfile\n"
                   f"  llama-cli -m {target / 'base.gguf'} --lora {target / 'adapter.gguf'}\n"
                   f"  cd {target} && ollama create NAME -f Modelfile")
+
+
+LAUNCH_CONFIGS = ("ddp", "zero2", "zero3", "fsdp")
+
+
+def launch_config(
+    name: str = typer.Argument(..., help=f"one of: {', '.join(LAUNCH_CONFIGS)}"),
+) -> None:
+    """Print the path of a shipped accelerate launch config, for
+    `accelerate launch --config_file $(attune launch-config zero3) --num_processes N -m attune train RECIPE`."""
+    from attune.builtin import builtin_path
+    from attune.errors import AttuneError
+
+    key = name.removeprefix("builtin:").removeprefix("accelerate/").removesuffix(".yaml")
+    if key not in LAUNCH_CONFIGS:
+        raise AttuneError(f"no launch config {name!r}; choose one of: {', '.join(LAUNCH_CONFIGS)}")
+    print(builtin_path(f"accelerate/{key}.yaml"))

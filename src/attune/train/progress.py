@@ -34,7 +34,8 @@ class PlainProgress:
             text += f"  eval {row['eval_loss']:.4f}"
         return text + f"  {row['tokens_per_s']:.0f} tok/s  ETA {_duration(rate * (self.total - step))}"
 
-    def update(self, step: int, row: dict[str, Any]) -> None:
+    def update(self, row: dict[str, Any]) -> None:
+        step = row["step"]
         now = time.monotonic()
         if step - self.last_step >= self.every_steps or now - self.last >= self.every_seconds or step == self.total:
             print(self.line(step, row), file=self.stream, flush=True)
@@ -61,7 +62,8 @@ class BarProgress:
         self.task = self.bar.add_task("train", total=total, completed=start, info="")
         self.bar.start()
 
-    def update(self, step: int, row: dict[str, Any]) -> None:
+    def update(self, row: dict[str, Any]) -> None:
+        step = row["step"]
         info = f"loss {row['loss']:.4f}  {row['tokens_per_s']:.0f} tok/s"
         if "eval_loss" in row:
             info += f"  eval {row['eval_loss']:.4f}"
@@ -72,7 +74,7 @@ class BarProgress:
 
 
 class NoProgress:
-    def update(self, step: int, row: dict[str, Any]) -> None:
+    def update(self, row: dict[str, Any]) -> None:
         pass
 
     def close(self) -> None:

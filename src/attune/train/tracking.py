@@ -112,12 +112,11 @@ def start_trackers(report_to: list[str], out_dir: Path, *, project: str, run_nam
     return Trackers(started)
 
 
-def stage_trackers(context, out_dir: Path) -> Trackers:
-    """The trackers `context.options.report_to` names for the stage trained into `out_dir`."""
-    report_to = list(getattr(context.options, "report_to", []) or [])
+def stage_trackers(options: Any, out_dir: Path, *, recipe: Any = None, stage: Any = None, run_dir: Path | None = None) -> Trackers:
+    """The trackers `options.report_to` names for the stage trained into `out_dir` (none when it names none)."""
+    report_to = list(getattr(options, "report_to", []) or [])
     if not report_to:
         return Trackers({})
-    recipe, run_dir, stage = context.state.get("recipe"), context.state.get("run_dir"), context.stage
     params: dict[str, Any] = {}
     if recipe is not None:
         params.update({"recipe.name": recipe.name, "recipe.model": recipe.model})
