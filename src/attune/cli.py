@@ -28,6 +28,16 @@ app.add_typer(recipe_app, name="recipe")
 err = Console(stderr=True)
 
 
+@app.callback()
+def _global_options(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="also show other libraries' warnings and logs (hidden by default)"),
+) -> None:
+    if not verbose:
+        from attune.quiet import quiet_third_party
+
+        quiet_third_party()
+
+
 def _register() -> None:
     """Commands that live next to the code they drive."""
     from attune.data.commands import app as data_app

@@ -41,6 +41,13 @@ QUESTIONS: list[tuple[str, str]] = [  # (field, question) in the order a person 
 ]
 
 
+def _literal(annotation: Any) -> Any:
+    """The Literal inside a field's annotation (Literal[...] or Optional[Literal[...]]), else None."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return annotation
+    return next((a for a in typing.get_args(annotation) if typing.get_origin(a) is typing.Literal), None)
+
+
 def _base_type(annotation: Any) -> type:
     """The CLI type of a Situation field: Literal -> str, Optional[X] -> X."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
@@ -148,7 +155,8 @@ def _build_command():
         typ = _base_type(f.annotation)
         flag = "--" + name.replace("_", "-")
         decl = [f"{flag}/--no-{flag[2:]}"] if typ is bool else [flag]
-        fields.append(inspect.Parameter(name, K, annotation=Optional[typ], default=typer.Option(None, *decl, help=f.description)))
+        cli_type = _literal(f.annotation) or typ  # a Literal keeps its values: --help and the error list them
+        fields.append(inspect.Parameter(name, K, annotation=Optional[cli_type], default=typer.Option(None, *decl, help=f.description)))
 
     def advise_command(**kwargs: Any) -> None:
         """Recommend adaptation methods for your situation: ranked, with reasons, risks and costs on your hardware."""

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from attune.prompting.base import STRATEGIES
+
 console = Console(width=None if Console().is_terminal else 160)
+Strategy = Literal[tuple(STRATEGIES)]  # type: ignore[valid-type]  # the registered strategies, listed by --help
 
 
 def eval_command(
     tasks: list[str] = typer.Argument(..., help="task YAML files (or builtin:NAME, e.g. builtin:tickets)"),
     model: str = typer.Option("builtin:smollm2-135m-instruct", "--model", "-m", help="model reference"),
     adapter: Optional[str] = typer.Option(None, "--adapter", "-a", help="PEFT adapter directory"),
-    strategy: str = typer.Option("zero-shot", "--strategy", "-s", help="zero-shot | few-shot | cot | rag"),
+    strategy: Strategy = typer.Option("zero-shot", "--strategy", "-s", help="how the prompt is built"),
     k: Optional[int] = typer.Option(None, "--k", help="few-shot examples / RAG passages (default: the strategy's own)"),
-    selection: Optional[str] = typer.Option(None, "--selection", help="few-shot: random | similarity (default: similarity, as in compare)"),
+    selection: Optional[Literal["random", "similarity"]] = typer.Option(
+        None, "--selection", help="few-shot: how examples are chosen (default: similarity, as in compare)"),
     pool: Optional[str] = typer.Option(None, "--pool", help="few-shot pool: a task or data file"),
     index: Optional[str] = typer.Option(None, "--index", help="rag: an index directory"),
     system: Optional[str] = typer.Option(None, "--system", help="system prompt"),

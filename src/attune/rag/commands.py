@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 from rich.console import Console
@@ -61,7 +61,7 @@ def search_command(
     query: str = typer.Argument(..., help="the search query"),
     index: Path = typer.Option(..., "--index", "-i", help="index directory"),
     k: int = typer.Option(K, "--k", "-k", help="passages to return"),
-    mode: str = typer.Option("hybrid", "--mode", help="hybrid | dense | bm25"),
+    mode: Literal["hybrid", "dense", "bm25"] = typer.Option("hybrid", "--mode", help="retrieval: BM25 + dense fused, or one of them"),
     filters: list[str] = typer.Option([], "--filter", help="FIELD=VALUE on doc or chunk metadata (repeatable)"),
     rerank: Optional[str] = typer.Option(None, "--rerank", help="a local cross-encoder model dir to rerank with"),
     as_json: bool = typer.Option(False, "--json", help="print passages as JSON lines"),
@@ -90,7 +90,7 @@ def ask_command(
     model: str = typer.Option("builtin:smollm2-135m-instruct", "--model", "-m", help="model reference"),
     adapter: Optional[str] = typer.Option(None, "--adapter", "-a", help="PEFT adapter directory"),
     k: int = typer.Option(K, "--k", "-k", help="passages to put in the prompt"),
-    mode: str = typer.Option("hybrid", "--mode", help="hybrid | dense | bm25"),
+    mode: Literal["hybrid", "dense", "bm25"] = typer.Option("hybrid", "--mode", help="retrieval: BM25 + dense fused, or one of them"),
     threshold: Optional[float] = typer.Option(
         None, "--threshold", help="'I don't know' needs cosine similarity below this (default 0.3) and keyword coverage below --coverage"
     ),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 
@@ -53,7 +53,7 @@ def serve(
         ServeSettings.model_fields["max_body_bytes"].default, "--max-body-bytes", help="largest request body (413 beyond)"
     ),
     log_prompts: bool = typer.Option(False, "--log-prompts", help="log prompt and completion text (off by default)"),
-    backend: str = typer.Option("transformers", "--backend", help="transformers (here, CPU or GPU) or vllm (GPU)"),
+    backend: Literal["transformers", "vllm"] = typer.Option("transformers", "--backend", help="here (CPU or GPU), or vLLM (GPU)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="with --backend vllm: print the vllm command and exit"),
 ) -> None:
     """Serve a model and its adapters behind an OpenAI-compatible API (see docs/serving.md)."""

@@ -36,6 +36,7 @@ from attune.train.checkpoint import TrainState, list_checkpoints
 from attune.train.distributed import micro_sync, resume_sharded, save_sharded
 from attune.train.lora_fused import fused_lora
 from attune.train.objective import Batch, Example, Objective
+from attune.train.progress import progress as make_progress
 from attune.train.tracking import Trackers
 
 
@@ -336,7 +337,7 @@ class StepLog:
         if main:
             out_dir.mkdir(parents=True, exist_ok=True)
             self.file = open(out_dir / "metrics.jsonl", "a")
-        self.progress = _Progress(show_progress and main, total, start)
+        self.progress = make_progress(show_progress and main, total, start)
 
     def step(self, row: dict[str, Any], last: bool = False) -> None:
         if not self.main:
@@ -393,32 +394,3 @@ def _early_stop(state: TrainState, value: float, patience: int | None) -> bool:
         return False
     state.evals_without_improvement += 1
     return patience is not None and state.evals_without_improvement >= patience
-
-
-class _Progress:
-    """A rich progress bar with ETA and the latest loss (a no-op when disabled)."""
-
-    def __init__(self, enabled: bool, total: int, start: int) -> None:
-        self.bar = None
-        if enabled:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(
-                TextColumn("[bold]train[/bold] step {task.completed}/{task.total}"),
-                BarColumn(),
-                TextColumn("{task.fields[info]}"),
-                TimeRemainingColumn(),
-            )
-            self.task = self.bar.add_task("train", total=total, completed=start, info="")
-            self.bar.start()
-
-    def update(self, row: dict) -> None:
-        if self.bar:
-            info = f"loss {row['loss']:.4f}  {row['tokens_per_s']:.0f} tok/s"
-            if "eval_loss" in row:
-                info += f"  eval {row['eval_loss']:.4f}"
-            self.bar.update(self.task, completed=row["step"], info=info)
-
-    def close(self) -> None:
-        if self.bar:
-            self.bar.stop()
