@@ -368,3 +368,15 @@ def test_a_failed_stream_is_logged_and_counted_as_failed(served, caplog):
     logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("cmpl-")]
     assert logged and "status=500" in logged[-1] and "finish=error" in logged[-1], logged
     assert 'attune_requests_total{endpoint="completions",status="500"}' in httpx.get(url + "/metrics", headers=AUTH).text
+
+
+def test_extreme_sampling_settings_still_sample(tokenizer):
+    """Found by the fuzzer: top_p 3.6e-190 zeroed every token (the top one's preceding mass rounds above it)
+    and a tiny temperature overflowed to inf/inf; both must leave a valid distribution."""
+    from attune.serve.sampling import nucleus_probs
+
+    logits = torch.randn(len(tokenizer), generator=torch.Generator().manual_seed(0)) * 5
+    for temperature, top_p in [(0.77, 3.6e-190), (1e-300, 1.0), (1e-300, 0.5), (2.0, 1e-12)]:
+        probs = nucleus_probs(logits, temperature, top_p)
+        assert torch.isfinite(probs).all() and abs(float(probs.sum()) - 1) < 1e-5
+        assert int(torch.multinomial(probs, 1)) == int(logits.argmax())

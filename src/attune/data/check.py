@@ -51,4 +51,6 @@ def check_file(path: Path, format: str = "auto", tokenizer: Any = None, max_leng
             n = token_length(tokenizer, record)
             if n > max_length:
                 report.problems.append(Problem(record.source, "", f"{n} tokens, over max length {max_length}", droppable=True))
+    if not report.counts and not report.problems:  # what training refuses, `data check` refuses too
+        report.problems.append(Problem(str(path), "", "no usable records (the file is empty)"))
     return report

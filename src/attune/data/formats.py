@@ -31,7 +31,8 @@ _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assista
 _ROLES = ("system", "user", "assistant")
 
 
-def _guess(row: dict[str, Any], text_field: str) -> str | None:
+def guess_format(row: dict[str, Any], text_field: str = "text") -> str | None:
+    """The format a row's fields suggest, or None."""
     keys = set(row)
     if "messages" in keys or "conversations" in keys:
         return "chat"
@@ -53,7 +54,7 @@ def detect_format(row: dict[str, Any], text_field: str = "text", source: str = "
 
     Raises `DataError` (naming `source`, the row's "path:line") when the fields fit none.
     """
-    fmt = _guess(row, text_field) if isinstance(row, dict) else None
+    fmt = guess_format(row, text_field) if isinstance(row, dict) else None
     if fmt is None:
         fields = sorted(row) if isinstance(row, dict) else type(row).__name__
         raise DataError([Problem(

@@ -10,10 +10,11 @@ from __future__ import annotations
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from attune.data.formats import FORMATS, convert, detect_format
+from attune.data.formats import FORMATS, convert, detect_format, guess_format
 from attune.data.readers import iter_rows
 from attune.data.records import DataError, Problem, Record, TextRecord
 from attune.errors import AttuneError, unknown
@@ -42,6 +43,7 @@ def iter_checked(
     if format != "auto" and format not in FORMATS:
         raise unknown("data format", format, ("auto", *FORMATS))
     fmt = None if format == "auto" else format
+    detected = "" if fmt else None  # where "auto" found the format: named when another row does not fit it
     for source, row in iter_rows(path, text_split):
         if isinstance(row, Problem):
             yield None, [row]
@@ -55,7 +57,13 @@ def iter_checked(
             except DataError as exc:
                 yield None, exc.problems
                 continue
-        yield convert(row, fmt, source, text_field)
+            detected = f" (detected from {source})"
+        record, problems = convert(row, fmt, source, text_field)
+        own = guess_format(row, text_field)
+        if problems and own not in (None, fmt):
+            hint = f"; the file is read as format {fmt}{detected}, this row looks like {own} (set format: or split the file)"
+            problems = [replace(p, message=p.message + hint) for p in problems]
+        yield record, problems
 
 
 def _warn_dropped(path: Path, dropped: list[Problem]) -> None:

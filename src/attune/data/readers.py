@@ -1,6 +1,9 @@
 """Read data files into (source, row) pairs without loading more than needed.
 
-JSONL is read line by line (exact line numbers, malformed lines reported, constant memory);
+JSONL is read line by line (exact line numbers, malformed lines reported, constant memory: a line
+over `MAX_LINE_BYTES` is reported with its size and never held whole); files must be UTF-8 (a
+UTF-8 byte-order mark is skipped, UTF-16/32 is refused with the reason, invalid bytes are named
+by line);
 CSV / Parquet / Arrow go through `datasets` in streaming mode; `.txt` / `.md` files are one
 document each (or, with `text_split="blank-line"`, one per blank-line-separated block, read line by
 line so a text file larger than memory streams too), and a folder yields every text-like file inside it.
@@ -17,6 +20,8 @@ from attune.data.records import Problem
 from attune.errors import AttuneError
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".rst")
+MAX_LINE_BYTES = 16 * 2**20  # one JSONL record; far above any real chat record, far below what exhausts memory
+_BOMS = [(b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe\x00\x00", "UTF-32"), (b"\xfe\xff", "UTF-16"), (b"\xff\xfe", "UTF-16")]
 TABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".arrow": "arrow"}
 
 Row = dict[str, Any] | str | Problem
@@ -50,18 +55,55 @@ def iter_rows(path: Path, text_split: str = "file") -> Iterator[tuple[str, Row]]
         raise AttuneError(f"{path}: unsupported file type {suffix!r} (use .jsonl, .json, .csv, .parquet, .txt or .md)")
 
 
-def _jsonl(path: Path) -> Iterator[tuple[str, Row]]:
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
+def _utf8_start(path: Path, fh) -> None:
+    """Skip a UTF-8 byte-order mark; refuse UTF-16/32 (with or without a BOM) with the reason."""
+    head = fh.read(4)
+    wide = next((name for bom, name in _BOMS if head.startswith(bom)), None)
+    if wide is None and len(head) >= 2 and b"\x00" in head[:2]:
+        wide = "UTF-16 or UTF-32 (NUL bytes between the characters)"
+    if wide:
+        raise AttuneError(f"{path}: the file is {wide}; attune reads UTF-8: convert it to UTF-8 "
+                          f"(e.g. iconv -f {wide.split()[0]} -t UTF-8)")
+    fh.seek(3 if head.startswith(b"\xef\xbb\xbf") else 0)
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str | Problem]]:
+    """(line number, text) of a UTF-8 file, or a `Problem` for an over-long line or invalid UTF-8."""
+    with open(path, "rb") as fh:
+        _utf8_start(path, fh)
+        n = 0
+        while line := fh.readline(MAX_LINE_BYTES + 1):
+            n += 1
+            if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):  # too long: count its bytes, keep none
+                size = len(line)
+                while line := fh.readline(MAX_LINE_BYTES):
+                    size += len(line)
+                    if line.endswith(b"\n"):
+                        break
+                yield n, Problem(f"{path}:{n}", "", f"line is {size} bytes, over the limit of {MAX_LINE_BYTES} bytes per record "
+                                 "(attune.data.readers.MAX_LINE_BYTES); split or shorten the record")
                 continue
-            source = f"{path}:{n}"
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield source, Problem(source, "", f"malformed JSON ({exc.msg} at column {exc.colno})")
-                continue
-            yield source, row if isinstance(row, dict) else Problem(source, "", "expected a JSON object per line")
+                yield n, line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield n, Problem(f"{path}:{n}", "", f"invalid UTF-8 at byte {exc.start} of the line "
+                                 f"({line[exc.start:exc.start + 4]!r}); save the file as UTF-8")
+
+
+def _jsonl(path: Path) -> Iterator[tuple[str, Row]]:
+    for n, line in _lines(path):
+        source = f"{path}:{n}"
+        if isinstance(line, Problem):
+            yield source, line
+            continue
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield source, Problem(source, "", f"malformed JSON ({exc.msg} at column {exc.colno})")
+            continue
+        yield source, row if isinstance(row, dict) else Problem(source, "", "expected a JSON object per line")
 
 
 def _text_blocks(path: Path) -> Iterator[tuple[str, str]]:

@@ -20,12 +20,16 @@ def nucleus_probs(logits: torch.Tensor, temperature: float, top_p: float) -> tor
     """The distribution to sample from: softmax(logits / T), cut to the smallest set whose mass reaches top_p."""
     import torch
 
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    logits = logits.float()
+    temperature = max(temperature, torch.finfo(torch.float32).tiny)  # a smaller T would round to 0 in fp32
+    probs = torch.softmax((logits - logits.max()) / temperature, dim=-1)  # shifted: a tiny T gives 0/T, not inf/inf
     if top_p >= 1.0:
         return probs
     sorted_p, order = torch.sort(probs, descending=True)
     before = torch.cumsum(sorted_p, dim=-1) - sorted_p  # mass of the tokens ranked above each one
-    sorted_p = torch.where(before < top_p, sorted_p, torch.zeros_like(sorted_p))  # the top token always survives
+    keep = before < top_p
+    keep[..., 0] = True  # the top token always survives (its `before` can round above a tiny top_p)
+    sorted_p = torch.where(keep, sorted_p, torch.zeros_like(sorted_p))
     kept = torch.zeros_like(probs).scatter(-1, order, sorted_p)
     return kept / kept.sum(dim=-1, keepdim=True)
 

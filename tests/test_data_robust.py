@@ -1,0 +1,72 @@
+"""Odd data files are named, never silently read wrong (issue 22, findings 4 and 9)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from attune.data import DataError, load_records
+from attune.data.check import check_file
+from attune.errors import AttuneError
+
+CHAT = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+ALPACA = {"instruction": "Say hi", "output": "hi"}
+
+
+def _jsonl(path, rows) -> str:
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
+def test_an_oversized_line_is_an_error_naming_the_line_and_its_size(tmp_path, monkeypatch):
+    import attune.data.readers as readers
+
+    monkeypatch.setattr(readers, "MAX_LINE_BYTES", 1000)
+    big = {"messages": [{"role": "user", "content": "x" * 5000}, {"role": "assistant", "content": "ok"}]}
+    f = tmp_path / "big.jsonl"
+    f.write_text(_jsonl(f, [CHAT, big, CHAT]))
+    with pytest.raises(DataError, match=r"big.jsonl:2.*50\d\d bytes.*limit of 1000"):
+        load_records(f)
+    report = check_file(f)
+    assert [p.source for p in report.problems] == [f"{f}:2"] and report.counts == {"chat": 2}
+
+
+def test_data_check_and_train_agree_on_an_empty_file(tmp_path):
+    f = tmp_path / "empty.jsonl"
+    f.write_text("\n\n")
+    with pytest.raises(AttuneError, match="no usable records"):
+        load_records(f)
+    report = check_file(f)
+    assert not report.ok and "no usable records" in report.problems[0].message
+
+
+@pytest.mark.parametrize("encoding, words", [("utf-16", "UTF-16"), ("utf-16-le", "UTF-16"), ("utf-32", "UTF-32")])
+def test_utf16_and_utf32_are_refused_with_the_reason(tmp_path, encoding, words):
+    f = tmp_path / "wide.jsonl"
+    f.write_bytes(_jsonl(f, [CHAT, CHAT]).encode(encoding))
+    for run in (lambda: load_records(f), lambda: check_file(f)):
+        with pytest.raises(AttuneError, match=f"{words}.*convert it to UTF-8"):
+            run()
+
+
+def test_a_utf8_bom_is_skipped(tmp_path):
+    f = tmp_path / "bom.jsonl"
+    f.write_bytes(b"\xef\xbb\xbf" + _jsonl(f, [CHAT, CHAT]).encode())
+    assert len(load_records(f)) == 2 and check_file(f).ok
+
+
+def test_invalid_utf8_is_named_by_line(tmp_path):
+    f = tmp_path / "latin1.jsonl"
+    f.write_bytes(_jsonl(f, [CHAT]).encode() + '{"text": "café"}\n'.encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1.jsonl:2.*invalid UTF-8 .*byte"):
+        load_records(f)
+    assert "invalid UTF-8" in check_file(f).problems[0].message
+
+
+def test_a_mixed_file_says_which_format_was_detected(tmp_path):
+    f = tmp_path / "mixed.jsonl"
+    f.write_text(_jsonl(f, [CHAT, ALPACA, CHAT]))
+    report = check_file(f)
+    [problem] = report.problems
+    assert problem.source == f"{f}:2"
+    assert f"format chat (detected from {f}:1)" in problem.message and "looks like instruction" in problem.message
