@@ -307,7 +307,10 @@ class _ShardHooks:
 
 
 def _local_state(state: dict) -> dict:
-    """A torch optimizer state dict with FSDP2's DTensor states as their local shards (plain tensors)."""
+    """A torch optimizer state dict with FSDP2's DTensor states as their local shards (plain tensors);
+    DeepSpeed's own state dicts (no "state" mapping) pass through."""
+    if not isinstance(state.get("state"), dict):
+        return state
     out = dict(state)
     out["state"] = {i: {k: v.to_local() if hasattr(v, "to_local") else v for k, v in st.items()} for i, st in state["state"].items()}
     return out
