@@ -33,7 +33,7 @@ def build(layers: int):
     from attune.data import load_records
     from attune.models import load_model, load_tokenizer
     from attune.train.batching import plan_epoch
-    from attune.train.context import ObjectiveContext
+    from attune.train.context import StageContext
     from attune.train.objectives import sft
 
     torch.manual_seed(0)
@@ -48,14 +48,14 @@ def build(layers: int):
         base, tokenizer = loaded.model, loaded.tokenizer
     model = apply_adapter(base, parse_adapter({"type": "lora", "r": 16, "alpha": 32, "targets": "all-linear"}))
     opts = sft.Options(epochs=1, lr=2e-4, batch_tokens=4096, max_length=1024, val_fraction=0.0)
-    ctx = ObjectiveContext(tokenizer=tokenizer, options=opts, accelerator=Accelerator(cpu=True))
+    objective = sft.SFT(StageContext(tokenizer=tokenizer, options=opts, accelerator=Accelerator(cpu=True)))
     records = ROOT / "benchmarks/out/sft_records.jsonl"
     if not records.is_file():
         raise SystemExit(f"{records} is missing: run benchmarks/sft_throughput.py once to write it")
-    examples = sft.prepare(load_records(str(records)), tokenizer, opts, ctx)
+    examples = objective.prepare(load_records(str(records)))
     plan = plan_epoch([e["num_tokens"] for e in examples], batch_tokens=4096, max_length=1024, packing=True, seed=0)
-    batch = sft.collate([[examples[i] for i in row] for row in plan[0]], opts, tokenizer.pad_token_id)
-    return model, batch, ctx
+    batch = objective.collate([[examples[i] for i in row] for row in plan[0]])
+    return model, batch, objective
 
 
 def _builtin_config():
@@ -79,9 +79,8 @@ def main() -> None:
 
     from attune.train.attention import packed_attention
     from attune.train.lora_fused import fused_lora
-    from attune.train.objectives import sft
 
-    model, batch, ctx = build(args.layers)
+    model, batch, objective = build(args.layers)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=2e-4, fused=True)
     model.train()
@@ -90,7 +89,7 @@ def main() -> None:
 
     def step() -> tuple[float, float, float]:
         t0 = time.perf_counter()
-        loss, _ = sft.loss(model, batch, ctx)
+        loss, _ = objective.loss(model, batch)
         t1 = time.perf_counter()
         loss.backward()
         t2 = time.perf_counter()

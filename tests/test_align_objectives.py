@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,7 +15,7 @@ from accelerate import Accelerator
 from align_fixtures import one_thread  # noqa: F401  (autouse)
 from attune.align import rewards
 from attune.errors import AttuneError
-from attune.train.context import ObjectiveContext
+from attune.train.context import StageContext
 from attune.train.loop import train_loop
 from attune.train.objectives import dpo, grpo, ppo
 
@@ -44,15 +43,14 @@ def _prompts(copies: int, n: int = 32) -> list[dict]:
              "answer": None, "num_tokens": copies * 15} for _ in range(n)]
 
 
-def _run(objective, tokenizer, tmp_path, model=None, **options) -> tuple[list[dict], ObjectiveContext, torch.nn.Module]:
-    opts = objective.Options(reward_function=f"{__name__}:target_tokens", max_new_tokens=8, **options)
-    ctx = ObjectiveContext(tokenizer=tokenizer, options=opts, stage=SimpleNamespace(name="rl", reward_model=None),
-                           accelerator=Accelerator(cpu=True))
+def _run(cls, tokenizer, tmp_path, model=None, **options) -> tuple[list[dict], object, torch.nn.Module]:
+    opts = cls.Options(reward_function=f"{__name__}:target_tokens", max_new_tokens=8, **options)
+    objective = cls(StageContext(tokenizer=tokenizer, options=opts, stage="rl", accelerator=Accelerator(cpu=True)))
     model = model if model is not None else _small_vocab_model()
     copies = getattr(opts, "group_size", 1)
-    train_loop(model, objective, _prompts(copies), [], ctx, tmp_path, show_progress=False)
+    train_loop(model, objective, _prompts(copies), [], tmp_path, show_progress=False)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    return rows, ctx, model
+    return rows, objective, model
 
 
 def _mean(rows: list[dict], key: str) -> float:
@@ -60,7 +58,7 @@ def _mean(rows: list[dict], key: str) -> float:
 
 
 def test_grpo_raises_the_reward_of_a_python_reward_function(tokenizer, tmp_path):
-    rows, _, _ = _run(grpo, tokenizer, tmp_path, group_size=4, lr=1e-2, max_steps=20, batch_tokens=120)
+    rows, _, _ = _run(grpo.GRPO, tokenizer, tmp_path, group_size=4, lr=1e-2, max_steps=20, batch_tokens=120)
     assert {"reward", "reward_std", "zero_std_share", "kl", "policy_loss", "clip_fraction"} <= set(rows[0])
     first, last = _mean(rows[:5], "reward"), _mean(rows[-5:], "reward")
     assert last > first + 0.08, (first, last)
@@ -68,7 +66,7 @@ def test_grpo_raises_the_reward_of_a_python_reward_function(tokenizer, tmp_path)
 
 
 def test_ppo_raises_the_reward_with_kl_bounded(tokenizer, tmp_path):
-    rows, _, model = _run(ppo, tokenizer, tmp_path, lr=1e-2, max_steps=20, batch_tokens=120)
+    rows, _, model = _run(ppo.PPO, tokenizer, tmp_path, lr=1e-2, max_steps=20, batch_tokens=120)
     assert {"reward", "kl", "kl_coef", "policy_loss", "value_loss", "approx_kl", "clip_fraction"} <= set(rows[0])
     first, last = _mean(rows[:5], "reward"), _mean(rows[-5:], "reward")
     assert last > first + 0.08, (first, last)
@@ -77,29 +75,35 @@ def test_ppo_raises_the_reward_with_kl_bounded(tokenizer, tmp_path):
 
 
 def test_ppo_adaptive_kl_raises_the_coefficient_when_kl_overshoots(tokenizer, tmp_path):
-    rows, ctx, _ = _run(ppo, tokenizer, tmp_path, lr=1e-2, max_steps=6, batch_tokens=120, kl_control="adaptive",
-                        kl_target=0.01, kl_horizon=50)
+    rows, objective, _ = _run(ppo.PPO, tokenizer, tmp_path, lr=1e-2, max_steps=6, batch_tokens=120, kl_control="adaptive",
+                              kl_target=0.01, kl_horizon=50)
     coefs = [r["kl_coef"] for r in rows]
     assert coefs[0] == pytest.approx(0.05) and coefs[-1] > coefs[0]
-    assert ctx.state["kl_ctl"].value > coefs[-1] * 0.99
+    assert objective.kl_ctl.value > coefs[-1] * 0.99
 
 
 def test_ppo_with_lora_shares_one_base_and_trains_adapter_and_value_head(tokenizer, tmp_path):
     from peft import LoraConfig, get_peft_model
 
+    from attune.align.reward_model import attach_head
+
     base = _small_vocab_model()
     frozen = {n: p.detach().clone() for n, p in base.named_parameters()}
     model = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
-    rows, ctx, _ = _run(ppo, tokenizer, tmp_path, model=model, lr=1e-2, max_steps=2, batch_tokens=120)
-    assert "reference_model" not in ctx.state  # the reference is the base with the adapter off
+    torch.manual_seed(0)
+    head_before = attach_head(model, ppo.VALUE_HEAD).weight.detach().clone()  # setup() keeps this head
+    lora_before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+    rows, objective, _ = _run(ppo.PPO, tokenizer, tmp_path, model=model, lr=1e-2, max_steps=2, batch_tokens=120)
+    assert objective.context.reference.copy is None  # the reference is the base with the adapter off, no copy
     now = {n.replace(".base_layer", ""): p for n, p in model.get_base_model().named_parameters()
            if "lora_" not in n and ppo.VALUE_HEAD not in n}
     assert now.keys() == frozen.keys() and all(torch.equal(now[n], frozen[n]) for n in frozen)
-    assert all(not torch.equal(p, torch.zeros_like(p)) for n, p in model.named_parameters() if "lora_B" in n)
+    lora_now = dict(model.named_parameters())
+    assert all(not torch.equal(lora_now[n], before) for n, before in lora_before.items())  # every LoRA matrix trained
     head = getattr(model.get_base_model(), ppo.VALUE_HEAD)
-    assert head.weight.requires_grad and head.weight.abs().sum() > 0
+    assert head.weight.requires_grad and not torch.equal(head.weight, head_before)  # and the value head
     ids = torch.tensor([[1, 20, 30, 40]])
-    with ctx.reference(model) as ref:
+    with objective.context.reference(model) as ref:
         ref_logits = ref(input_ids=ids).logits
     assert not torch.allclose(ref_logits, model(input_ids=ids).logits)  # the adapter changes the policy ...
     with model.disable_adapter():
@@ -114,19 +118,19 @@ def test_dpo_reference_is_cached_once_per_pair_and_lora_reference_is_the_base(to
     records = [PreferenceRecord([{"role": "user", "content": f"Is order {i} late?"}], "Thanks for reaching out! It ships today.",
                                 "Ok.", f"p.jsonl:{i}") for i in range(3)]
     options = dpo.Options(max_length=128)
-    plain = ObjectiveContext(tokenizer=tokenizer, options=options)
-    examples = dpo.prepare(records, tokenizer, options, plain)
-    batch = dpo.collate([examples], options, tokenizer.pad_token_id)
+    plain = dpo.DPO(StageContext(tokenizer=tokenizer, options=options))
+    examples = plain.prepare(records)
+    batch = plain.collate([examples])
     with torch.no_grad():
         base = dpo.pair_logps(tiny_model, batch, 1024)
     model = get_peft_model(tiny_model, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
-    ctx = ObjectiveContext(tokenizer=tokenizer, options=options)
+    objective = dpo.DPO(StageContext(tokenizer=tokenizer, options=options))
     calls = []
     handle = model.register_forward_pre_hook(lambda *_: calls.append(1))
-    first = dpo.reference_logps(model, batch, ctx)
-    again = dpo.reference_logps(model, batch, ctx)
+    first = objective.reference_logps(model, batch)
+    again = objective.reference_logps(model, batch)
     handle.remove()
-    assert len(calls) == 1 and len(ctx.state["reference_cache"]) == 3
+    assert len(calls) == 1 and len(objective.reference_cache) == 3
     assert torch.allclose(first.chosen, base.chosen, atol=1e-5) and torch.equal(first.chosen, again.chosen)
     with torch.no_grad():
         assert not torch.allclose(dpo.pair_logps(model, batch, 1024).chosen, base.chosen, atol=1e-3)
@@ -138,13 +142,13 @@ def test_too_long_pairs_and_prompts_are_dropped_and_counted(tokenizer):
     long = "word " * 300
     prefs = [PreferenceRecord([{"role": "user", "content": long}], "Thanks.", "No.", "a:1"),
              PreferenceRecord([{"role": "user", "content": "Hi"}], "Thanks.", "No.", "a:2")]
-    ctx = ObjectiveContext(tokenizer=tokenizer, options=dpo.Options(max_length=64))
-    assert len(dpo.prepare(prefs, tokenizer, ctx.options, ctx)) == 1 and ctx.state["dropped_too_long"] == 1
+    objective = dpo.DPO(StageContext(tokenizer=tokenizer, options=dpo.Options(max_length=64)))
+    assert len(objective.prepare(prefs)) == 1 and objective.dropped_too_long == 1
     with pytest.raises(AttuneError, match="every preference pair is longer than max_length"):
-        dpo.prepare(prefs[:1], tokenizer, ctx.options, ctx)
+        objective.prepare(prefs[:1])
     prompts = [PromptRecord([{"role": "user", "content": text}], None, f"b:{i}") for i, text in enumerate([long, "Hi"])]
-    ctx = ObjectiveContext(tokenizer=tokenizer, options=grpo.Options(max_length=64, max_new_tokens=16))
-    assert len(grpo.prepare(prompts, tokenizer, ctx.options, ctx)) == 1 and ctx.state["dropped_too_long"] == 1
+    objective = grpo.GRPO(StageContext(tokenizer=tokenizer, options=grpo.Options(max_length=64, max_new_tokens=16)))
+    assert len(objective.prepare(prompts)) == 1 and objective.dropped_too_long == 1
 
 
 def test_reward_functions_load_by_module_or_file_and_fail_clearly(tmp_path):
@@ -261,6 +265,14 @@ def test_dpo_stage_logs_margins_and_accuracies_and_trains_only_the_adapter(tmp_p
     final = rows[-1]
     assert final["eval_reward_accuracy"] == 1.0 and final["eval_reward_margin"] > 0
     assert out.summary["train_examples"] + out.summary["val_examples"] == 24  # the chosen == rejected row was dropped
+    # only the adapter trained: the stage saved an adapter (no model), holding LoRA matrices only, and every
+    # lora_B (zero at initialisation) moved; the base under it is the untouched base model
+    from safetensors.torch import load_file
+
+    assert out.adapter is not None and out.model is None
+    saved = load_file(str(out.adapter / "adapter_model.safetensors"))
+    assert saved and all("lora_A" in k or "lora_B" in k for k in saved)
+    assert all(v.abs().sum() > 0 for k, v in saved.items() if "lora_B" in k)
 
 
 @pytest.mark.parametrize("name", ["align-dpo", "align-ppo", "align-grpo"])

@@ -16,7 +16,7 @@ import torch
 
 from align_fixtures import one_thread  # noqa: F401  (autouse)
 from attune.data import PreferenceRecord
-from attune.train.context import ObjectiveContext
+from attune.train.context import StageContext
 from attune.train.objectives import dpo, reward
 from conftest import make_tiny_model
 
@@ -58,7 +58,7 @@ def setting(tokenizer):
 
     policy, ref = make_tiny_model(tokenizer, seed=3), make_tiny_model(tokenizer, seed=4)
     options = dpo.Options(max_length=256)
-    examples = dpo.prepare(_records(), tokenizer, options, ObjectiveContext(tokenizer=tokenizer, options=options))
+    examples = dpo.DPO(StageContext(tokenizer=tokenizer, options=options)).prepare(_records())
     args = DPOConfig(output_dir="/tmp/attune-test-trl-dpo", report_to=[], use_cpu=True, bf16=False, max_length=None)
     dummy = Dataset.from_list([{"prompt": "a", "chosen": " b", "rejected": " c"}])
     trainer = DPOTrainer(model=policy, ref_model=ref, args=args, train_dataset=dummy, processing_class=tokenizer)
@@ -76,14 +76,14 @@ def _trl_batch(tokenizer, examples: list[dict]) -> dict:
 def test_dpo_loss_and_gradients_equal_trl(setting, tokenizer, loss_type, packing):
     beta = 0.3
     options = dpo.Options(loss=loss_type, beta=beta, max_length=256, packing=packing, cache_reference=False)
-    context = ObjectiveContext(tokenizer=tokenizer, options=options)
-    context.state["reference_model"] = setting.ref
+    objective = dpo.DPO(StageContext(tokenizer=tokenizer, options=options))
+    objective.context.reference.copy = setting.ref
     rows = [setting.examples[:2], setting.examples[2:]] if packing else [[ex] for ex in setting.examples]
-    batch = dpo.collate(rows, options, tokenizer.pad_token_id)
+    batch = objective.collate(rows)
     if packing:
         assert batch["input_ids"].shape[0] == 2  # two pairs (four documents) share the first row
     setting.policy.train()
-    ours, metrics = dpo.loss(setting.policy, batch, context)
+    ours, metrics = objective.loss(setting.policy, batch)
     ours.backward()
     our_grads = _grads(setting.policy)
 
@@ -104,9 +104,8 @@ def test_simpo_loss_and_gradients_equal_trl_cpo(setting, tokenizer):
 
     beta, gamma = 2.0, 0.7
     options = dpo.Options(loss="simpo", beta=beta, simpo_gamma=gamma, max_length=256)
-    context = ObjectiveContext(tokenizer=tokenizer, options=options)
-    batch = dpo.collate([setting.examples], options, tokenizer.pad_token_id)
-    ours, _ = dpo.loss(setting.policy, batch, context)
+    objective = dpo.DPO(StageContext(tokenizer=tokenizer, options=options))
+    ours, _ = objective.loss(setting.policy, objective.collate([setting.examples]))
     ours.backward()
     our_grads = _grads(setting.policy)
 
@@ -131,12 +130,12 @@ def test_reward_loss_and_gradients_equal_trl(tokenizer, margin, center):
 
     lm = make_tiny_model(tokenizer, seed=5)
     options = reward.Options(max_length=256, margin=margin, center_coef=center)
-    context = ObjectiveContext(tokenizer=tokenizer, options=options)
-    examples = reward.prepare(_records(), tokenizer, options, context)
-    reward.setup(lm, context)
+    objective = reward.Reward(StageContext(tokenizer=tokenizer, options=options))
+    examples = objective.prepare(_records())
+    objective.setup(lm)
     torch.nn.init.normal_(getattr(lm, reward.HEAD).weight, std=0.5)  # a head that tells pairs apart
     lm.train()
-    ours, _ = reward.loss(lm, reward.collate([examples], options, tokenizer.pad_token_id), context)
+    ours, _ = objective.loss(lm, objective.collate([examples]))
     ours.backward()
     our_grads = _grads(lm)
 

@@ -14,7 +14,8 @@ from attune.evaluate.replay_plot import replay_plots, replay_points
 from attune.evaluate.runner import TaskResult
 from attune.recipe import load_recipe, parse_recipe
 from attune.runs import stage_output
-from attune.train.pipeline import _load_stage_records, run_recipe
+from attune.train.pipeline import run_recipe
+from attune.train.stage_data import load_stage_records
 
 
 def _texts(path: Path, texts: list[str]) -> Path:
@@ -51,7 +52,7 @@ def test_each_dataset_is_split_before_mixing(tmp_path):
     recipe = parse_recipe({"name": "m", "model": "unused", "stages": [{
         "objective": "cpt", "data": [{"path": str(a)}, {"path": str(b), "name": "small", "weight": 1.0}],
         "train": {"val_fraction": 0.25}}]})
-    train, val, per_task = _load_stage_records(recipe, recipe.stages[0], ("text",))
+    train, val, per_task = load_stage_records(recipe, recipe.stages[0], ("text",))
     assert sorted(per_task) == ["a", "small"] and len(per_task["a"]) == 5 and len(per_task["small"]) == 1
     held = {r.text for r in val}
     assert held == {r.text for v in per_task.values() for r in v}
@@ -66,15 +67,15 @@ def _result(tmp_path: Path, losses: dict[str, tuple[float, float]], probe: dict[
         {"name": "lora-replay", "objective": "cpt", "adapter": {"type": "lora"}, "replay": {"path": "g", "ratio": 0.5}},
         {"name": "full", "objective": "cpt", "adapter": {"type": "full"}},
     ]
-    run.mkdir(parents=True)
-    (run / "recipe.yaml").write_text(yaml.safe_dump({"name": "r", "stages": stages}))
+    recipe = parse_recipe({"name": "r", "model": "m", "stages": stages})
     candidates = []
     for name, (domain, general) in losses.items():
         tasks = [TaskResult("domain-ppl", "perplexity", {"loss": domain}), TaskResult("general-ppl", "perplexity", {"loss": general})]
         adapter = str(run / "stages" / name / "adapter") if name.startswith("lora") else None
         model = str(run / "stages" / name / "model") if name == "full" else "builtin:smollm2-135m-instruct"
-        candidates.append(CandidateResult(name, model, adapter, "zero-shot", tasks, probe.get(name, {})))
-    return CompareResult("r", run, candidates, probe["base"])
+        stage = None if name == "base" else name
+        candidates.append(CandidateResult(name, model, adapter, "zero-shot", tasks, probe.get(name, {}), stage=stage))
+    return CompareResult("r", run, candidates, probe["base"], stages={s.name: s for s in recipe.stages})
 
 
 def test_replay_points_are_gains_and_losses_against_the_base(tmp_path):
@@ -93,7 +94,7 @@ def test_replay_points_are_gains_and_losses_against_the_base(tmp_path):
 def test_no_replay_plot_without_cpt_stages_or_two_perplexity_tasks(tmp_path):
     losses = {"base": (3.0, 2.0), "lora": (2.0, 2.5)}
     result = _result(tmp_path, losses, {"base": {}})
-    result.candidates = [CandidateResult(c.name, c.model, c.adapter, c.strategy, c.tasks[:1]) for c in result.candidates]
+    result.candidates = [CandidateResult(c.name, c.model, c.adapter, c.strategy, c.tasks[:1], stage=c.stage) for c in result.candidates]
     assert replay_plots(result) == {}
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from attune.errors import AttuneError
-from attune.train.context import ObjectiveContext
+from attune.train.context import StageContext
 from attune.train.objectives import distill
 from conftest import make_tiny_model
 
@@ -67,10 +67,10 @@ def test_logit_loss_equals_forward_kl_over_supervised_tokens(tokenizer):
 
 def test_logit_loss_trains_only_the_student(tokenizer):
     student, teacher = make_tiny_model(tokenizer, seed=1), make_tiny_model(tokenizer, seed=2)
-    context = ObjectiveContext(tokenizer=tokenizer, options=distill.Options(loss="logit", max_length=64))
-    distill.set_teacher(student, teacher, context)
+    objective = distill.Distill(StageContext(tokenizer=tokenizer, options=distill.Options(loss="logit", max_length=64)))
+    objective.set_teacher(student, teacher)
     batch, _ = _batch(tokenizer)
-    value, metrics = distill.loss(student, batch, context)
+    value, metrics = objective.loss(student, batch)
     value.backward()
     assert metrics["kd_loss"] == pytest.approx(float(value.detach()))
     assert student.model.embed_tokens.weight.grad is not None
@@ -82,9 +82,9 @@ def test_logit_loss_refuses_a_teacher_with_another_vocabulary(tokenizer):
 
     other = LlamaForCausalLM(LlamaConfig(vocab_size=1000, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                          num_attention_heads=2, num_key_value_heads=1))
-    context = ObjectiveContext(tokenizer=tokenizer, options=distill.Options(loss="logit"))
+    objective = distill.Distill(StageContext(tokenizer=tokenizer, options=distill.Options(loss="logit")))
     with pytest.raises(AttuneError) as err:
-        distill.set_teacher(make_tiny_model(tokenizer), other, context)
+        objective.set_teacher(make_tiny_model(tokenizer), other)
     assert str(err.value) == (
         f"logit distillation needs a shared vocabulary: the student's head has {len(tokenizer)} rows, the teacher's 1000; "
         "use `loss: sequence` for teachers with another tokenizer"

@@ -109,14 +109,15 @@ def test_distill_recipe_trains_and_a_second_run_asks_the_teacher_nothing(tmp_pat
         assert "kd_loss" in rows[-1]
 
 
-def test_distill_without_a_teacher_says_so(tmp_path, tiny_model_dir):
+def test_distill_without_a_teacher_fails_when_the_recipe_loads(tmp_path, tiny_model_dir):
     path = _distill_recipe(tmp_path, tiny_model_dir, "sequence")
     data = yaml.safe_load(open(path))
     del data["stages"][0]["teacher"]
     open(path, "w").write(yaml.safe_dump(data))
     with pytest.raises(AttuneError) as err:
-        run_recipe(load_recipe(path), show_progress=False)
-    assert str(err.value) == "stage 'distill': distill needs `teacher: MODEL` (a model reference)"
+        load_recipe(path)  # before any model loads
+    assert f"{path}:" in str(err.value)
+    assert "stages[0]: distill needs `teacher: MODEL` (a model reference or an earlier stage)" in str(err.value)
 
 
 def test_truncate_layers_keeps_spread_layers_and_still_generates(tokenizer):

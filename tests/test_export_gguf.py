@@ -65,7 +65,7 @@ def test_export_command_with_gguf_writes_merged_gguf(tmp_path, tiny_model_dir):
 
     run = run_recipe(load_recipe(_recipe(tmp_path, tiny_model_dir, max_steps=2)), show_progress=False)
     target = tmp_path / "exported"
-    export(run=run, stage=None, merge=True, out=target, gguf=True, gguf_dtype="f32")
+    export(run=run, stage=None, merge=True, out=target, gguf=True, gguf_adapter=False, gguf_dtype="f32")
     merged = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32)
     loaded = AutoModelForCausalLM.from_pretrained(target, gguf_file="model.gguf", dtype=torch.float32)
     ids = torch.tensor([[1, 5, 9, 200, 3000]])

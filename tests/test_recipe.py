@@ -71,3 +71,33 @@ def test_recipe_check_cli_exit_codes(tmp_path):
     bad.write_text(BAD)
     result = CliRunner().invoke(app, ["recipe", "check", str(bad)])
     assert result.exit_code == 1
+
+
+@pytest.mark.parametrize("stage,message", [
+    ({"objective": "sft", "teacher": "m"}, "stages[0]: objective 'sft' takes no `teacher:` (only distill does)"),
+    ({"objective": "dpo", "reward_model": "r"}, "stages[0]: objective 'dpo' takes no `reward_model:` (only ppo and grpo do)"),
+    ({"objective": "distill"}, "stages[0]: distill needs `teacher: MODEL` (a model reference or an earlier stage)"),
+    ({"objective": "grpo"}, "stages[0]: grpo needs exactly one of `reward_model:`"),
+    ({"objective": "ppo", "reward_model": "r", "train": {"reward_function": "m:f"}}, "stages[0]: ppo needs exactly one of"),
+    ({"objective": "distill", "teacher": "m", "train": {"student_layers": 2}},
+     "stages[0]: a 2-layer student is a new model with no base for an adapter; set `adapter: full`"),
+])
+def test_what_an_objective_takes_is_checked_when_the_recipe_loads(tmp_path, stage, message):
+    import yaml
+
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({"name": "r", "model": "m", "stages": [{"data": "d.jsonl", **stage}]}))
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    assert f"{path}:" in str(info.value) and message in str(info.value)
+
+
+def test_a_stage_cannot_start_from_an_adapter_that_cannot_merge(tmp_path):
+    from attune.recipe import parse_recipe
+
+    stages = [{"objective": "sft", "data": "d.jsonl", "adapter": {"type": "prefix"}}, {"objective": "sft", "data": "d.jsonl"}]
+    with pytest.raises(RecipeError, match="its prefix adapter cannot be merged into the weights"):
+        parse_recipe({"name": "r", "model": "m", "stages": stages})
+    side_by_side = parse_recipe({"name": "r", "model": "m", "stages": [stages[0], {**stages[1], "start": "base"}]})
+    assert side_by_side.stages[1].adapter.type == "lora"  # the default shape, visible in `recipe check`
+    assert "type: lora" in dump_recipe(side_by_side)

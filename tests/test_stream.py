@@ -16,9 +16,10 @@ from attune.data.stream import StreamSource, interleave
 from attune.errors import AttuneError
 from attune.recipe import DataSource, parse_recipe
 from attune.train.batching import ExampleStream, plan_epoch, window_seed
-from attune.train.context import ObjectiveContext
+from attune.train.context import StageContext
 from attune.train.loop import train_loop
 from attune.train.objectives import get_objective
+from attune.train.stage_data import stream_stage
 
 WORDS = "the of a battery hub sensor river mountain light sound cell energy water plant door alarm north wind".split()
 
@@ -44,10 +45,12 @@ def _stage(data: str, replay: str | None = None, **train):
 
 
 def _context(stage, tokenizer):
+    """The stage's cpt objective, ready to train."""
     from accelerate import Accelerator
 
     acc = Accelerator(cpu=True)
-    return ObjectiveContext(tokenizer=tokenizer, options=stage.train, stage=stage, accelerator=acc, device=acc.device)
+    context = StageContext(tokenizer=tokenizer, options=stage.train, stage=str(stage.name), accelerator=acc, device=acc.device)
+    return get_objective("cpt")(context)
 
 
 def test_interleave_mixes_by_weight_cycles_replay_and_ends_with_the_domain():
@@ -105,19 +108,19 @@ def test_streaming_cpt_trains_a_corpus_larger_than_the_memory_budget(tmp_path, t
 
     budget = 1_000_000
     corpus = _corpus(tmp_path / "big.jsonl", 2.0)
-    objective = get_objective("cpt")
     warm_recipe, warm_stage = _stage(str(_corpus(tmp_path / "small.jsonl", 0.02)), max_steps=1, val_fraction=0)
-    train_loop(make_tiny_model(tokenizer), objective, objective.stream(warm_recipe, warm_stage, tokenizer, None)[0], [],
-               _context(warm_stage, tokenizer), tmp_path / "warm", show_progress=False)  # imports happen here, not below
+    warm = _context(warm_stage, tokenizer)
+    train_loop(make_tiny_model(tokenizer), warm, stream_stage(warm_recipe, warm_stage, warm)[0], [],
+               tmp_path / "warm", show_progress=False)  # imports happen here, not below
 
     recipe, stage = _stage(str(corpus), epochs=0.004, lr=1e-3, stream_val_docs=4)
     model = make_tiny_model(tokenizer)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    context = _context(stage, tokenizer)
+    objective = _context(stage, tokenizer)
     tracemalloc.start()
     try:
-        stream, val = objective.stream(recipe, stage, tokenizer, context)
-        result = train_loop(model, objective, stream, val, context, tmp_path / "out", show_progress=False)
+        stream, val = stream_stage(recipe, stage, objective)
+        result = train_loop(model, objective, stream, val, tmp_path / "out", show_progress=False)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -158,7 +161,7 @@ def test_streaming_refuses_temperature_mixing(tokenizer):
         "objective": "cpt", "data": [{"path": "a.jsonl"}, {"path": "b.jsonl"}], "mixing": {"strategy": "temperature"},
         "train": {"streaming": True}}]})
     with pytest.raises(AttuneError) as err:
-        get_objective("cpt").stream(recipe, recipe.stages[0], tokenizer, None)
+        stream_stage(recipe, recipe.stages[0], _context(recipe.stages[0], tokenizer))
     assert "temperature mixing needs every dataset's size" in str(err.value)
 
 
@@ -191,14 +194,13 @@ def test_a_resumed_streaming_run_ends_with_the_weights_of_an_uninterrupted_one(t
     from conftest import make_tiny_model
 
     corpus = _corpus(tmp_path / "docs.jsonl", 0.03)
-    objective = get_objective("cpt")
 
     def train(out: Path, resume: bool) -> dict[str, torch.Tensor]:
         recipe, stage = _stage(str(corpus), max_steps=4, save_every=2, lr=1e-3, warmup_ratio=0.0, val_fraction=0)
         model = make_tiny_model(tokenizer)
-        context = _context(stage, tokenizer)
-        stream, _ = objective.stream(recipe, stage, tokenizer, context)
-        train_loop(model, objective, stream, [], context, out, resume=resume, show_progress=False)
+        objective = _context(stage, tokenizer)
+        stream, _ = stream_stage(recipe, stage, objective)
+        train_loop(model, objective, stream, [], out, resume=resume, show_progress=False)
         return {n: p.detach().clone() for n, p in model.named_parameters()}
 
     whole = train(tmp_path / "whole", resume=False)

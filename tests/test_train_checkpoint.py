@@ -14,7 +14,6 @@ import torch
 from attune.errors import AttuneError
 from attune.train.checkpoint import list_checkpoints
 from attune.train.loop import train_loop
-from attune.train.objectives import sft
 from conftest import make_tiny_model
 from test_train_loop import _context, _examples, _lora
 
@@ -46,7 +45,7 @@ def _train(tokenizer, out, resume: bool = False, stop_after: int | None = None) 
 
     loop_module.save_checkpoint = save_then_die
     try:
-        train_loop(model, sft, _examples(16), [], ctx, out, resume=resume, show_progress=False)
+        train_loop(model, ctx, _examples(16), [], out, resume=resume, show_progress=False)
     except KeyboardInterrupt:
         pass
     finally:

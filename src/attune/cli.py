@@ -28,6 +28,16 @@ app.add_typer(recipe_app, name="recipe")
 err = Console(stderr=True)
 
 
+@app.callback()
+def _global_options(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="also show other libraries' warnings and logs (hidden by default)"),
+) -> None:
+    if not verbose:
+        from attune.quiet import quiet_third_party
+
+        quiet_third_party()
+
+
 def _register() -> None:
     """Commands that live next to the code they drive."""
     from attune.data.commands import app as data_app
@@ -42,8 +52,10 @@ def _register() -> None:
 
     app.command("train")(train_commands.train)
     app.command("export")(train_commands.export)
+    app.command("launch-config")(train_commands.launch_config)
     app.command("serve")(__import__("attune.serve.commands", fromlist=["serve"]).serve)
     app.command("advise")(__import__("attune.advise.commands", fromlist=["advise_command"]).advise_command)
+    app.command("studio")(__import__("attune.studio.commands", fromlist=["studio"]).studio)
 
 
 _register()

@@ -21,24 +21,9 @@ from pydantic import Field, SerializeAsAny, ValidationError, ValidationInfo, fie
 
 from attune.adapters import AdapterConfig, parse_adapter
 from attune.config import StrictModel
+from attune.data.source import DataSource
 from attune.errors import AttuneError, did_you_mean, unknown
 from attune.train.config import TrainConfig
-
-DataFormat = Literal["auto", "chat", "instruction", "completion", "text", "preference", "prompt"]
-
-
-class DataSource(StrictModel):
-    """One dataset: a file, a folder of text files, or a `builtin:NAME`."""
-
-    path: str
-    format: DataFormat = Field("auto", description="auto-detected from the first records when 'auto'")
-    weight: float = Field(1.0, gt=0, description="sampling weight when a stage mixes several datasets")
-    name: str | None = Field(None, description="task name for per-task reporting (default: file stem)")
-    text_field: str = Field("text", description="field holding raw text in JSONL/CSV (text format)")
-    text_split: Literal["file", "blank-line"] = Field(
-        "file", description="plain-text files: one document per file, or per blank-line-separated block"
-    )
-    limit: int | None = Field(None, gt=0, description="use only the first N records")
 
 
 class ReplaySpec(StrictModel):
@@ -67,10 +52,14 @@ class Stage(StrictModel):
     validation: DataSource | None = None
     replay: ReplaySpec | None = None
     mixing: MixingSpec = Field(default_factory=MixingSpec)
-    adapter: SerializeAsAny[AdapterConfig] | None = None
+    adapter: SerializeAsAny[AdapterConfig] = Field(
+        default_factory=lambda: parse_adapter({"type": "lora"}), description="the adaptation shape (default: LoRA)"
+    )
     train: SerializeAsAny[TrainConfig] = Field(default_factory=TrainConfig)
-    teacher: str | None = Field(None, description="distill: the teacher model reference")
-    reward_model: str | None = Field(None, description="ppo/grpo: a reward model dir, or a stage name")
+    teacher: str | None = Field(None, description="distill: the teacher, a model reference or an earlier stage's name")
+    reward_model: str | None = Field(
+        None, description="ppo/grpo: a reward stage of this recipe or a reward model dir (or `train.reward_function`)"
+    )
 
     @field_validator("objective")
     @classmethod
@@ -91,7 +80,7 @@ class Stage(StrictModel):
     def _adapter(cls, v: Any) -> Any:
         if isinstance(v, str):
             v = {"type": v}
-        return None if v is None else parse_adapter(v)
+        return parse_adapter({"type": "lora"} if v is None else v)
 
     @field_validator("train", mode="before")
     @classmethod
@@ -103,6 +92,25 @@ class Stage(StrictModel):
         from attune.train.objectives import get_objective
 
         return get_objective(str(objective)).Options.model_validate(v or {})
+
+    @model_validator(mode="after")
+    def _what_the_objective_takes(self) -> "Stage":
+        """`teacher:` and the reward source only where the objective uses them; its own cross-checks."""
+        from attune.train.objectives import get_objective
+
+        objective = get_objective(self.objective)
+        if objective.takes_teacher and not self.teacher:
+            raise ValueError(f"{self.objective} needs `teacher: MODEL` (a model reference or an earlier stage)")
+        if self.teacher and not objective.takes_teacher:
+            raise ValueError(f"objective {self.objective!r} takes no `teacher:` (only distill does)")
+        function = getattr(self.train, "reward_function", None)
+        if objective.takes_reward and bool(self.reward_model) == bool(function):
+            raise ValueError(f"{self.objective} needs exactly one of `reward_model:` (a reward stage or dir) and "
+                             "`train.reward_function:` (module:function)")
+        if self.reward_model and not objective.takes_reward:
+            raise ValueError(f"objective {self.objective!r} takes no `reward_model:` (only ppo and grpo do)")
+        objective.check(self.train, self.adapter)
+        return self
 
     @property
     def sources(self) -> list[DataSource]:
@@ -127,8 +135,12 @@ class Candidate(StrictModel):
     model: str | None = Field(None, description="another model reference (default: the recipe's model)")
     k: int | None = Field(None, gt=0, description="few-shot examples / RAG passages")
     selection: Literal["random", "similarity"] | None = None
-    pool: str | None = Field(None, description="few-shot example pool (default: the first stage's data)")
+    pool: str | None = Field(None, description="few-shot example pool (default: the first stage's data, its limit kept)")
+    pool_limit: int | None = Field(None, gt=0, description="few-shot: use only the pool's first N records (as a stage's `limit:`)")
     index: str | None = Field(None, description="rag: an index dir or documents to index")
+    answer: Literal["auto", "extractive", "generative"] | None = Field(
+        None, description="rag: generate the answer, quote the best retrieved sentence, or auto (by reader size; the task's default)"
+    )
     system: str | None = None
 
     @model_validator(mode="after")
@@ -138,15 +150,12 @@ class Candidate(StrictModel):
         return self
 
 
-class ServeSpec(StrictModel):
-    host: str = "127.0.0.1"
-    port: int = Field(8000, gt=0, lt=65536)
-    adapters: dict[str, str] = Field(default_factory=dict)
-    rag: dict[str, str] = Field(default_factory=dict)
-
-
 class Recipe(StrictModel):
-    """A whole adaptation: base model, stages, evaluation, comparison and serving."""
+    """A whole adaptation: base model, stages, evaluation and comparison.
+
+Serving is not part of a recipe: `attune serve` takes what a run trained (its adapter
+directories) as flags (docs/serving.md).
+"""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     model: str
@@ -155,7 +164,6 @@ class Recipe(StrictModel):
     stages: list[Stage] = Field(default_factory=list)
     evaluate: EvaluateSpec | None = None
     compare: list[Candidate] = Field(default_factory=list)
-    serve: ServeSpec | None = None
     base_dir: Path = Field(Path("."), exclude=True, description="folder of the recipe file (for relative paths)")
 
     @model_validator(mode="after")
@@ -173,6 +181,17 @@ class Recipe(StrictModel):
         for cand in self.compare:
             if cand.stage and cand.stage not in names:
                 raise ValueError(f"compare: stage {cand.stage!r} is not a stage of this recipe {names}")
+        for i, stage in enumerate(self.stages):
+            if stage.teacher in names[i:]:
+                raise ValueError(f"stage {stage.name!r}: the teacher stage {stage.teacher!r} must come before it")
+            if stage.reward_model in names[i:]:
+                raise ValueError(f"stage {stage.name!r}: the reward stage {stage.reward_model!r} must come before it")
+            after = self.stages[i + 1] if i + 1 < len(self.stages) else None
+            merged_later = (after is not None and after.start == "previous") or stage.name in {s.teacher for s in self.stages}
+            if merged_later and _unmergeable(stage):
+                raise ValueError(f"stage {stage.name!r}: its {stage.adapter.type} adapter cannot be merged into the weights, "
+                                 "so no later stage can start from it or use it as a teacher (give the next stage "
+                                 "`start: base`, or use another adapter shape)")
         return self
 
     def path(self, p: str) -> Path:
@@ -186,6 +205,15 @@ class Recipe(StrictModel):
             if s.name == name:
                 return s
         raise AttuneError(f"recipe {self.name!r} has no stage {name!r}")
+
+
+def _unmergeable(stage: Stage) -> bool:
+    """A stage whose weights a later stage cannot start from (its shape has no merge, and it changes the policy)."""
+    from attune.adapters import shape
+    from attune.train.objectives import get_objective
+
+    adapter_shape = shape(stage.adapter.type)
+    return adapter_shape.output == "adapter" and adapter_shape.merge is None and get_objective(stage.objective).changes_policy
 
 
 class RecipeError(AttuneError):
@@ -244,7 +272,6 @@ _SECTION_MODELS: dict[str, type[StrictModel]] = {
     "stages": Stage,
     "evaluate": EvaluateSpec,
     "compare": Candidate,
-    "serve": ServeSpec,
     "data": DataSource,
     "validation": DataSource,
     "replay": ReplaySpec,

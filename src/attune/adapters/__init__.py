@@ -11,6 +11,7 @@ from attune.adapters.base import (
     parse_adapter,
     register,
     shape,
+    shape_of_dir,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "parse_adapter",
     "register",
     "shape",
+    "shape_of_dir",
 ]

@@ -28,7 +28,7 @@ class FreezeConfig(AdapterConfig):
         return self
 
 
-@register("freeze", FreezeConfig, uses_peft=False)
+@register("freeze", FreezeConfig, output="model")
 def apply(model, cfg: FreezeConfig):
     blocks = sorted({int(m.group(1)) for n, _ in model.named_parameters() if (m := re.search(r"\.layers\.(\d+)\.", n))})
     if cfg.last_blocks > len(blocks):

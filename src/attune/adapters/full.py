@@ -12,7 +12,7 @@ class FullConfig(AdapterConfig):
     type: Literal["full"] = "full"
 
 
-@register("full", FullConfig, uses_peft=False)
+@register("full", FullConfig, output="model")
 def apply(model, cfg: FullConfig):
     for p in model.parameters():
         p.requires_grad_(True)

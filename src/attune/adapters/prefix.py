@@ -20,7 +20,7 @@ class PrefixConfig(AdapterConfig):
     projection: bool = Field(False, description="reparameterise the prefix through an MLP (the paper's stabiliser)")
 
 
-@register("prefix", PrefixConfig)
+@register("prefix", PrefixConfig, merge=None)
 def apply(model, cfg: PrefixConfig):
     from peft import PrefixTuningConfig
 

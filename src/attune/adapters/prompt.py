@@ -21,7 +21,7 @@ class PromptConfig(AdapterConfig):
     init_text: str | None = Field(None, description="initialise from the embeddings of this text (else random)")
 
 
-@register("prompt", PromptConfig)
+@register("prompt", PromptConfig, merge=None)
 def apply(model, cfg: PromptConfig):
     from peft import PromptTuningConfig, PromptTuningInit
 

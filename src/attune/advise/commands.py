@@ -41,6 +41,13 @@ QUESTIONS: list[tuple[str, str]] = [  # (field, question) in the order a person 
 ]
 
 
+def _literal(annotation: Any) -> Any:
+    """The Literal inside a field's annotation (Literal[...] or Optional[Literal[...]]), else None."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return annotation
+    return next((a for a in typing.get_args(annotation) if typing.get_origin(a) is typing.Literal), None)
+
+
 def _base_type(annotation: Any) -> type:
     """The CLI type of a Situation field: Literal -> str, Optional[X] -> X."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
@@ -87,6 +94,12 @@ def _run(situation_file: Optional[str], evidence: Optional[str], top: int, max_e
 
         recipe = load_recipe(evidence)
         data.setdefault("model", recipe.model)
+    if data.get("data") or recipe is not None:
+        from attune.advise.datacounts import counts_from_data, counts_from_recipe
+
+        counted = counts_from_data(data["data"], data.get("model")) if data.get("data") else counts_from_recipe(recipe)
+        data.update({k: v for k, v in counted.items() if k not in given})  # flags win; counts beat a file's guesses
+        data.pop("data", None)  # counted once, here
     situation = parse_situation(data, situation_file or "flags")
     advice = advise(situation)
     text = advice_markdown(advice)
@@ -142,7 +155,8 @@ def _build_command():
         typ = _base_type(f.annotation)
         flag = "--" + name.replace("_", "-")
         decl = [f"{flag}/--no-{flag[2:]}"] if typ is bool else [flag]
-        fields.append(inspect.Parameter(name, K, annotation=Optional[typ], default=typer.Option(None, *decl, help=f.description)))
+        cli_type = _literal(f.annotation) or typ  # a Literal keeps its values: --help and the error list them
+        fields.append(inspect.Parameter(name, K, annotation=Optional[cli_type], default=typer.Option(None, *decl, help=f.description)))
 
     def advise_command(**kwargs: Any) -> None:
         """Recommend adaptation methods for your situation: ranked, with reasons, risks and costs on your hardware."""

@@ -54,7 +54,7 @@ def score(
     """Score every reply; for preference pairs also print how often chosen outscores rejected."""
     from attune.align.reward_model import load_reward_model
     from attune.data import load_records
-    from attune.recipe import DataSource
+    from attune.data.source import DataSource
 
     records = load_records(DataSource(path=file, limit=limit))
     prompts, replies, labels, sources = replies_of(records)

@@ -18,8 +18,8 @@ from attune.errors import AttuneError
 IGNORE = -100
 
 
-def prepare_pairs(records: list, tokenizer: Any, max_length: int, context: Any) -> list[dict]:
-    """Tokenize preference records; pairs that do not fit `max_length` are dropped and counted.
+def prepare_pairs(records: list, tokenizer: Any, max_length: int) -> tuple[list[dict], int]:
+    """(examples, pairs dropped): tokenize preference records; pairs that do not fit `max_length` are dropped.
 
     A pair whose prompt must be cut to fit would train on a reply to a prompt the model never
     saw, so it is dropped rather than truncated (`attune data check` lists the same records).
@@ -40,14 +40,13 @@ def prepare_pairs(records: list, tokenizer: Any, max_length: int, context: Any) 
             "num_tokens": 2 * len(p) + len(c) + len(r),
             "key": hash((tuple(p), tuple(c), tuple(r))),
         })
-    context.state["dropped_too_long"] = context.state.get("dropped_too_long", 0) + dropped
     if dropped:
         from rich.console import Console
 
         Console(stderr=True).print(f"[yellow]{dropped} preference pair(s) longer than max_length {max_length} dropped[/yellow]")
     if records and not examples:
         raise AttuneError(f"every preference pair is longer than max_length {max_length}; raise train.max_length")
-    return examples
+    return examples, dropped
 
 
 def _documents(pairs: list[dict]) -> list[tuple[list[int], list[int]]]:
@@ -122,17 +121,3 @@ def per_document_sums(values: torch.Tensor, batch: dict) -> tuple[torch.Tensor, 
     sums = values.reshape(-1)[labelled].new_zeros(n_docs).index_add(0, index, values.reshape(-1)[labelled])
     counts = torch.zeros(n_docs, dtype=torch.long, device=index.device).index_add(0, index, torch.ones_like(index))
     return sums[0::2], sums[1::2], counts[0::2], counts[1::2]
-
-
-def record_eval(context: Any, stats: dict[str, float], pairs: int) -> None:
-    """Add one validation micro-batch's summed statistics to the running totals `eval_means` reads."""
-    totals = context.state.setdefault("eval_totals", {})
-    for k, v in {**stats, "pairs": float(pairs)}.items():
-        totals[k] = totals.get(k, 0.0) + float(v)
-
-
-def eval_means(context: Any) -> dict[str, float]:
-    """Pair-weighted means of the statistics recorded since the last call (one evaluation)."""
-    totals = context.state.pop("eval_totals", {})
-    pairs = totals.pop("pairs", 0.0)
-    return {k: v / pairs for k, v in totals.items()} if pairs else {}

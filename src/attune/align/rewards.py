@@ -117,19 +117,16 @@ def call_reward_function(fn: RewardFunction, prompts: list[str], completions: li
     return out
 
 
-def reward_source(stage: Any, reward_function: str | None, context: Any) -> Callable[[Any], list[float]]:
-    """What scores a rollout: the stage's `reward_model` (a reward stage of this run, or a dir) or `reward_function`.
+def reward_source(
+    reward_model: Path | None, reward_function: str | None, base_dir: Path | None = None, device: str = "cpu"
+) -> Callable[[Any], list[float]]:
+    """What scores a rollout: a reward model directory (a reward stage's output) or a `reward_function`.
 
-    Returns a callable taking an `attune.align.rollout.Rollout`. Exactly one source must be set.
+    Returns a callable taking an `attune.align.rollout.Rollout`. Exactly one source must be set
+    (the recipe checks this when it loads; the pipeline turns a stage name into its directory).
     """
-    model_ref = getattr(stage, "reward_model", None)
-    if bool(model_ref) == bool(reward_function):
-        raise AttuneError(
-            f"stage {getattr(stage, 'name', '?')!r}: set exactly one of `reward_model:` (a reward stage or dir) "
-            "and `train.reward_function:` (module:function)"
-        )
-    recipe = context.state.get("recipe")
-    base_dir = getattr(recipe, "base_dir", None)
+    if (reward_model is None) == (reward_function is None):
+        raise AttuneError("set exactly one of `reward_model:` (a reward stage or dir) and `train.reward_function:` (module:function)")
     if reward_function:
         fn = load_reward_function(reward_function, base_dir)
 
@@ -140,26 +137,13 @@ def reward_source(stage: Any, reward_function: str | None, context: Any) -> Call
         return by_function
     from attune.align.reward_model import INFO_FILE, load_reward_model
 
-    path = Path(str(model_ref)).expanduser()
-    if not path.is_absolute() and base_dir is not None and (Path(base_dir) / path / INFO_FILE).is_file():
-        path = Path(base_dir) / path
-    run_dir = context.state.get("run_dir") or _current_run(recipe)
-    if not (path / INFO_FILE).is_file() and run_dir is not None:
-        from attune.runs import stage_dir
-
-        path = stage_dir(run_dir, str(model_ref))  # a reward stage of this run
-    if not (path / INFO_FILE).is_file():
-        raise AttuneError(f"reward_model {model_ref!r}: neither a reward stage of this recipe (trained before this one) "
+    assert reward_model is not None
+    if not (reward_model / INFO_FILE).is_file():
+        raise AttuneError(f"reward_model {str(reward_model)!r}: neither a reward stage of this recipe (trained before this one) "
                           f"nor a reward model directory (no {INFO_FILE})")
-    rm = load_reward_model(path, device=str(context.device))
+    rm = load_reward_model(reward_model, device=device)
 
     def by_model(rollout: Any) -> list[float]:
         return rm.score(rollout.messages, rollout.completions)
 
     return by_model
-
-
-def _current_run(recipe: Any) -> Path | None:
-    """The run directory `attune train` is writing (its `.current` marker), when no run dir was handed over."""
-    marker = Path(recipe.output_dir) / recipe.name / ".current" if recipe is not None else None
-    return Path(marker.read_text()) if marker is not None and marker.is_file() else None

@@ -10,7 +10,7 @@ sampled tokens are those of the policy itself (no temperature or top-p correctio
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from attune.errors import AttuneError
-from attune.train.logprobs import IGNORE, final_hidden, logprobs_from_hidden
+from attune.train.logprobs import IGNORE, final_hidden, logprobs_from_hidden, unwrap
 
 
 @dataclass
@@ -77,17 +77,10 @@ def shuffled_minibatches(
                 "num_loss_tokens": int(mask[idx].sum()),
             }
 
-def _strip(model: nn.Module) -> nn.Module:
-    """Drop DDP/accelerate wrappers but keep PEFT's (generation must run with the adapter on)."""
-    while hasattr(model, "module") and isinstance(model.module, nn.Module):
-        model = model.module
-    return model
-
-
 def stop_ids(tokenizer: Any, model: nn.Module) -> list[int]:
     """End-of-turn ids: the tokenizer's EOS and whatever the model's generation config stops on."""
     ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    configured = getattr(getattr(_strip(model), "generation_config", None), "eos_token_id", None)
+    configured = getattr(getattr(unwrap(model, keep_peft=True), "generation_config", None), "eos_token_id", None)
     ids |= set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
     if not ids:
         raise AttuneError("the tokenizer has no end-of-sequence token: replies could never end")
@@ -106,7 +99,7 @@ def sample(model: nn.Module, tokenizer: Any, prompts: list[dict], max_new_tokens
         ids[i, P - n :] = torch.tensor(ex["prompt_ids"])
         mask[i, P - n :] = 1
     stops = stop_ids(tokenizer, model)
-    inner = _strip(model)
+    inner = unwrap(model, keep_peft=True)
     was_training = inner.training
     inner.eval()
     torch.manual_seed(seed)
@@ -159,8 +152,9 @@ def response_logprobs(
     return logp, values
 
 
-def prepare_prompts(records: list, tokenizer: Any, max_length: int, max_new_tokens: int, copies: int, context: Any) -> list[dict]:
-    """Tokenize prompt (or preference) records for rollouts; prompts leaving no room to reply are dropped."""
+def prepare_prompts(records: list, tokenizer: Any, max_length: int, max_new_tokens: int, copies: int) -> tuple[list[dict], int]:
+    """(examples, prompts dropped): tokenize prompt (or preference) records for rollouts; prompts leaving
+    no room to reply are dropped."""
     from attune.data import encode_prompt
 
     examples, dropped = [], 0
@@ -175,26 +169,21 @@ def prepare_prompts(records: list, tokenizer: Any, max_length: int, max_new_toke
             "answer": getattr(record, "answer", None),
             "num_tokens": copies * (len(ids) + max_new_tokens),
         })
-    context.state["dropped_too_long"] = dropped
     if dropped:
         from rich.console import Console
 
         Console(stderr=True).print(f"[yellow]{dropped} prompt(s) leave no room for {max_new_tokens} new tokens "
                                    f"within max_length {max_length}: dropped[/yellow]")
-    return examples
+    return examples, dropped
 
 
-def held_out_reward(model: nn.Module, batch: dict, context: Any) -> tuple[torch.Tensor, dict[str, float]]:
-    """Validation for online RL: sample replies to held-out prompts and score them.
+def held_out_reward(
+    model: nn.Module, batch: dict, tokenizer: Any, max_new_tokens: int, seed: int, score: Callable[[Rollout], list[float]]
+) -> tuple[torch.Tensor, list[float]]:
+    """Validation for online RL: sample replies to held-out prompts; (minus the mean reward, every score).
 
-    The loop reports the returned loss (minus the mean reward) as `eval_loss`; `eval_means` in
-    the objective's `evaluate` gives `eval_reward`.
+    The loop reports the loss as `eval_loss`; the objective averages the scores into `eval_reward`.
     """
-    from attune.align.pairs import record_eval
-
-    opts = context.options
-    rollout = sample(model, context.tokenizer, batch["prompts"], opts.max_new_tokens, seed=opts.seed)
-    scores = context.state["score"](rollout)
-    record_eval(context, {"reward": sum(scores)}, len(scores))
-    mean = sum(scores) / max(len(scores), 1)
-    return torch.tensor(-mean), {"reward": mean}
+    rollout = sample(model, tokenizer, batch["prompts"], max_new_tokens, seed=seed)
+    scores = score(rollout)
+    return torch.tensor(-sum(scores) / max(len(scores), 1)), scores

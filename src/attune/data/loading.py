@@ -20,7 +20,7 @@ from attune.data.records import DataError, Problem, Record, TextRecord
 from attune.errors import AttuneError, unknown
 
 if TYPE_CHECKING:
-    from attune.recipe import DataSource
+    from attune.data.source import DataSource
 
 
 def _resolve(source: DataSource | str | Path, format: str, base_dir: Path | None, limit: int | None):

@@ -1,6 +1,7 @@
-"""Load a saved PEFT adapter onto a base model, refusing adapters made for another base.
+"""Load a saved adapter onto a base model, refusing adapters made for another base.
 
-Adapters are stored in plain PEFT format (what vLLM and LoRAX load). attune adds one small file,
+Adapters are stored in plain PEFT format (what vLLM and LoRAX load), or in a shape's own format
+(bottleneck); the shape whose marker file the directory holds loads it. attune adds one small file,
 `attune_adapter.json`, with the base model's architecture fingerprint, so a wrong-base adapter
 is refused with a clear message instead of PEFT's shape-mismatch traceback. Adapters made
 elsewhere (no fingerprint) are still checked, through PEFT's own size checks.
@@ -34,16 +35,13 @@ def write_fingerprint(adapter_dir: str | Path, model: PreTrainedModel, extra: di
 
 
 def check_adapter_dir(path: str | Path) -> Path:
-    """Validate that `path` is a PEFT adapter directory with non-empty weights."""
+    """Validate that `path` is an adapter directory (of any registered shape) with non-empty weights."""
+    from attune.adapters import shape_of_dir
+
     path = Path(path)
-    if (path / "bottleneck_config.json").is_file():
-        weights = [path / "bottleneck.safetensors"]
-    elif not (path / "adapter_config.json").is_file():
-        raise AttuneError(f"{path}: not a PEFT adapter directory (no adapter_config.json)")
-    else:
-        weights = [p for p in path.glob("adapter_model.*") if p.suffix in (".safetensors", ".bin")]
+    weights = list(path.glob(shape_of_dir(path).weights))
     if not weights or all(not p.is_file() or p.stat().st_size == 0 for p in weights):
-        raise AttuneError(f"{path}: adapter has no weights file (adapter_model.safetensors)")
+        raise AttuneError(f"{path}: adapter has no weights file ({shape_of_dir(path).weights})")
     return path
 
 
@@ -61,22 +59,9 @@ def check_adapter_matches(model: PreTrainedModel, path: str | Path) -> None:
 
 
 def load_adapter(model: PreTrainedModel, path: str | Path, name: str = "default", trainable: bool = False):
-    """Wrap `model` with the adapter at `path` (or add it as `name` to an existing PeftModel)."""
-    from peft import PeftModel
+    """`model` with the adapter at `path` on (added as `name` beside a PeftModel's others), by the adapter's own shape."""
+    from attune.adapters import shape_of_dir
 
     path = check_adapter_dir(path)
     check_adapter_matches(model, path)
-    if (path / "bottleneck_config.json").is_file():
-        # attune's own adapter format (no PEFT equivalent); imported here to keep models/ below adapters/
-        from attune.adapters.bottleneck import load_bottleneck
-
-        return load_bottleneck(model, path)
-    try:
-        if isinstance(model, PeftModel):
-            model.load_adapter(str(path), adapter_name=name, is_trainable=trainable)
-            return model
-        return PeftModel.from_pretrained(model, str(path), adapter_name=name, is_trainable=trainable)
-    except RuntimeError as exc:
-        if "size mismatch" in str(exc):
-            raise AttuneError(f"adapter {path} does not fit this base model (tensor shapes differ)") from exc
-        raise
+    return shape_of_dir(path).load(model, path, name=name, trainable=trainable)

@@ -3,7 +3,7 @@
 A strategy is one module exposing a factory `build_strategy(options, context) -> Strategy`,
 registered in `STRATEGIES` by "module:function" (imported lazily, so `rag` pulls in retrieval
 only when used). `options` are a compare candidate's fields (k, selection, pool, index, system,
-...) or `--strategy-option key=value` pairs from the CLI.
+...) or the matching `attune eval` flags (`--k`, `--selection`, `--pool`, `--index`, `--system`).
 
 `build(query, example)` gets the task's input text (`query`: the last user message for chat
 data) and the task example (`input`, `reference`, `raw` = the record as read), and returns the

@@ -54,8 +54,14 @@ class FewShot:
         return output
 
 
+K = 4
+"""Shots per prompt when neither the candidate nor `attune eval --k` says."""
+SELECTION = "similarity"
+"""How shots are chosen by default, in `attune eval` and in a compare candidate alike (DESIGN: by similarity)."""
+
+
 def build_strategy(options: dict[str, Any], context: StrategyContext) -> FewShot:
     return FewShot(
-        context.pool or [], options.get("k") or 4, options.get("selection") or "random",
+        context.pool or [], options.get("k") or K, options.get("selection") or SELECTION,
         options.get("system") or context.system, context,
     )

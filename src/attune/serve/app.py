@@ -99,7 +99,7 @@ def create_app(server: Server) -> FastAPI:
 
         server.auth.check(request.headers.get("authorization"), admin=True)
         body = _parse(AdapterLoad, await _read(request, server))
-        if body.name == server.name or body.name.startswith(("mix:", "route:", "rag:")):
+        if body.name in server.names or body.name.startswith(("mix:", "route:", "rag:")):
             raise ServeError(400, f"adapter name {body.name!r} is taken", "name")
         info = await run_in_threadpool(server.registry.add, body.name, body.path, runtime=True, description=body.description)
         log.info("adapter added name=%s rank=%d", info.name, info.rank)
@@ -214,6 +214,7 @@ async def _complete(server: Server, request: Request, body, prompt, query: str, 
             live_stream = True
             return _sse(_stream(server, running, rid, body, chat, extra, started, prompt))
         text, done = await _collect(server, request, running)
+        text = server.renderer.reply(text, prompt)
         finish, usage = done.reason, _usage(done)
         if finish == "cancelled":
             status = 499
@@ -277,8 +278,9 @@ async def _stream(server: Server, running: Running, rid: str, body, chat: bool, 
             yield _chunk(rid, body.model, created, chat, {"role": "assistant", "content": ""}, None, extra)
         async for event in events:
             if isinstance(event, Delta):
-                text += event.text
-                yield _chunk(rid, body.model, created, chat, {"content": event.text} if chat else event.text, None, None)
+                piece = event.text if text else server.renderer.reply(event.text, prompt)
+                text += piece
+                yield _chunk(rid, body.model, created, chat, {"content": piece} if chat else piece, None, None)
             elif isinstance(event, Finished):
                 usage = _usage(event)
                 status, finish = FAILED.get(event.reason, 200), event.reason

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 
 from attune.errors import AttuneError
+from attune.rag.retrieve import K
+from attune.serve.settings import ServeSettings
 
 
 def _pairs(values: list[str], flag: str, example: str) -> dict[str, str]:
@@ -28,11 +30,14 @@ def _pairs(values: list[str], flag: str, example: str) -> dict[str, str]:
 def serve(
     model: str = typer.Option(..., "--model", "-m", help="base model reference (builtin:NAME, dir, .gguf, hub id)"),
     adapter: list[str] = typer.Option([], "--adapter", "-a", help="NAME=DIR: serve a LoRA adapter as model NAME (repeatable)"),
-    name: Optional[str] = typer.Option(None, "--name", help="the base model's name in the API (default: last part of --model)"),
+    served_model_name: list[str] = typer.Option(
+        [], "--served-model-name", "--name",
+        help="the base model's name(s) in the API, first canonical (repeatable; default: the --model string as given, "
+        "plus its last path part)"),
     describe: list[str] = typer.Option([], "--describe", help="NAME=TEXT or NAME=@data.jsonl: what an adapter is for (routing)"),
     route: list[str] = typer.Option([], "--route", help="NAME=A,B,...: serve route:NAME, choosing among adapters A, B, ..."),
     rag: list[str] = typer.Option([], "--rag", help="NAME=INDEX_DIR: serve rag:NAME, answering from a RAG index"),
-    rag_k: int = typer.Option(4, "--rag-k", help="passages retrieved per rag: question"),
+    rag_k: int = typer.Option(K, "--rag-k", help="passages retrieved per rag: question"),
     host: str = typer.Option("127.0.0.1", "--host", help="address to bind; non-loopback needs an API key"),
     port: int = typer.Option(8000, "--port"),
     api_key: list[str] = typer.Option([], "--api-key", envvar="ATTUNE_API_KEY", help="accepted bearer token (repeatable)"),
@@ -44,15 +49,17 @@ def serve(
     max_queue: int = typer.Option(64, "--max-queue", help="requests waiting for a slot before 429"),
     max_prompt_tokens: int = typer.Option(4096, "--max-prompt-tokens"),
     max_output_tokens: int = typer.Option(1024, "--max-output-tokens"),
+    max_body_bytes: int = typer.Option(
+        ServeSettings.model_fields["max_body_bytes"].default, "--max-body-bytes", help="largest request body (413 beyond)"
+    ),
     log_prompts: bool = typer.Option(False, "--log-prompts", help="log prompt and completion text (off by default)"),
-    backend: str = typer.Option("transformers", "--backend", help="transformers (here, CPU or GPU) or vllm (GPU)"),
+    backend: Literal["transformers", "vllm"] = typer.Option("transformers", "--backend", help="here (CPU or GPU), or vLLM (GPU)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="with --backend vllm: print the vllm command and exit"),
 ) -> None:
     """Serve a model and its adapters behind an OpenAI-compatible API (see docs/serving.md)."""
     from pydantic import ValidationError
 
     from attune.serve.auth import read_keys_file
-    from attune.serve.settings import ServeSettings
 
     keys, admin = list(api_key), list(admin_key)
     if keys_file is not None:
@@ -61,12 +68,12 @@ def serve(
     routes = {r: [a.strip() for a in v.split(",") if a.strip()] for r, v in _pairs(route, "--route", "NAME=A,B").items()}
     try:
         settings = ServeSettings(
-            model=model, name=name, adapters=_pairs(adapter, "--adapter", "NAME=DIR"),
+            model=model, served_model_name=served_model_name, adapters=_pairs(adapter, "--adapter", "NAME=DIR"),
             describe=_pairs(describe, "--describe", "NAME=TEXT or NAME=@data.jsonl"), routes=routes,
             rag=_pairs(rag, "--rag", "NAME=INDEX_DIR"), rag_k=rag_k, backend=backend, host=host, port=port,
             api_keys=keys, admin_keys=admin, adapter_dirs=[str(d) for d in adapter_dir], max_adapters=max_adapters,
             max_batch=max_batch, max_queue=max_queue, max_prompt_tokens=max_prompt_tokens,
-            max_output_tokens=max_output_tokens, log_prompts=log_prompts,
+            max_output_tokens=max_output_tokens, max_body_bytes=max_body_bytes, log_prompts=log_prompts,
         )
     except ValidationError as exc:
         raise AttuneError("; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors())) from exc
@@ -90,6 +97,6 @@ def run_server(settings) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     server = Server(settings)
-    typer.echo(f"attune: serving {server.name} with {len(server.registry.known)} adapter(s) on http://{settings.host}:{settings.port}/v1"
+    typer.echo(f"attune: serving {', '.join(server.names)} with {len(server.registry.known)} adapter(s) on http://{settings.host}:{settings.port}/v1"
                + ("" if server.auth.api_keys else " (no API key: loopback only)"), err=True)
     uvicorn.run(create_app(server), host=settings.host, port=settings.port, log_level="info")

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from attune.config import StrictModel
+from attune.rag.retrieve import K
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -16,8 +17,9 @@ class ServeSettings(StrictModel):
 
     model: str
     """The base model reference (builtin:NAME, a directory, a .gguf file, a hub id)."""
-    name: str | None = None
-    """The `model` name clients use for the base; default: the reference's last path part."""
+    served_model_name: list[str] = Field(default_factory=list)
+    """The names clients send as `model` for the base (vLLM's `--served-model-name`); the first is the
+    canonical one. Default: the `model` reference exactly as given, plus its short alias (last path part)."""
     adapters: dict[str, str] = Field(default_factory=dict)
     """Adapters served from the start: name -> PEFT adapter directory."""
     describe: dict[str, str] = Field(default_factory=dict)
@@ -26,7 +28,7 @@ class ServeSettings(StrictModel):
     """`route:NAME` -> the adapters it chooses between."""
     rag: dict[str, str] = Field(default_factory=dict)
     """`rag:NAME` -> a RAG index directory (built with `attune rag index`)."""
-    rag_k: int = Field(4, ge=1)
+    rag_k: int = Field(K, ge=1)
     """Passages retrieved per `rag:` question."""
     backend: Literal["transformers", "vllm"] = "transformers"
     host: str = "127.0.0.1"
@@ -49,6 +51,15 @@ class ServeSettings(StrictModel):
     max_body_bytes: int = Field(1_000_000, ge=1024)
     log_prompts: bool = False
     """Log prompt and completion text (off: logs hold ids, sizes and timings only)."""
+
+    @property
+    def base_names(self) -> list[str]:
+        """What a client may send as `model` for the base, canonical name first (vLLM's convention)."""
+        if self.served_model_name:
+            return list(dict.fromkeys(self.served_model_name))
+        from attune.models.reference import parse_model_ref
+
+        return list(dict.fromkeys([self.model, parse_model_ref(self.model).name]))
 
     @property
     def loopback(self) -> bool:

@@ -56,9 +56,13 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(
-    root: Path, model: nn.Module, optimizer: Any, scheduler: Any, state: TrainState, keep: int
+    root: Path, model: nn.Module, optimizer: Any, scheduler: Any, state: TrainState, keep: int,
+    weights: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write checkpoints/step-N atomically and prune to the newest `keep`."""
+    """Write checkpoints/step-N atomically and prune to the newest `keep`.
+
+    `weights`: the trainable tensors when they are not the model's own (gathered from shards).
+    """
     from safetensors.torch import save_file
 
     root.mkdir(parents=True, exist_ok=True)
@@ -66,7 +70,7 @@ def save_checkpoint(
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_file(trainable_state(model), tmp / WEIGHTS)
+    save_file(trainable_state(model) if weights is None else weights, tmp / WEIGHTS)
     torch.save(
         {
             "optimizer": optimizer.state_dict(),
@@ -128,9 +132,15 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     return weights, trainer, meta
 
 
-def load_checkpoint(path: Path, model: nn.Module, optimizer: Any, scheduler: Any) -> TrainState:
-    """Restore a checkpoint into live objects (only after every file was read and checked)."""
+def load_checkpoint(path: Path, model: nn.Module, optimizer: Any, scheduler: Any, hooks: Any = None) -> TrainState:
+    """Restore a checkpoint into live objects (only after every file was read and checked).
+
+    `hooks` (`train/distributed.py`) restore parameters and optimizer state sharded over processes."""
     weights, trainer, meta = read_checkpoint(path)
+    if hooks is not None:
+        hooks.check(path)
+        hooks.assign(weights)
+        weights = {}
     params = dict(model.named_parameters())
     missing = [n for n in weights if n not in params]
     if missing:
@@ -138,7 +148,10 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: Any, scheduler: Any
     with torch.no_grad():
         for name, value in weights.items():
             params[name].copy_(value.to(params[name].device))
-    optimizer.load_state_dict(trainer["optimizer"])
+    if hooks is not None:
+        hooks.load_optimizer(path)
+    else:
+        optimizer.load_state_dict(trainer["optimizer"])
     scheduler.load_state_dict(trainer["scheduler"])
     version, internal, gauss = meta["python_rng"]
     random.setstate((version, tuple(internal), gauss))
@@ -148,7 +161,7 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: Any, scheduler: Any
     return TrainState(**meta["state"])
 
 
-def resume_latest(root: Path, model: nn.Module, optimizer: Any, scheduler: Any) -> TrainState | None:
+def resume_latest(root: Path, model: nn.Module, optimizer: Any, scheduler: Any, hooks: Any = None) -> TrainState | None:
     """Restore the newest intact checkpoint under `root` (None if there is none at all).
 
     Each newer checkpoint that is partial or corrupt is named on stderr with the reason; if no
@@ -157,7 +170,7 @@ def resume_latest(root: Path, model: nn.Module, optimizer: Any, scheduler: Any) 
     skipped: list[str] = []
     for path in reversed(found):
         try:
-            state = load_checkpoint(path, model, optimizer, scheduler)
+            state = load_checkpoint(path, model, optimizer, scheduler, hooks)
         except CorruptCheckpoint as exc:
             skipped.append(str(exc))
             print(f"attune: skipping checkpoint {path.name}: {exc}", file=sys.stderr)

@@ -32,14 +32,16 @@ def _probe_logits(model, tokenizer) -> torch.Tensor:
 
 def merge_adapter(base_model: str, adapter_dir: str, out_dir: Path, *, verify: bool = True) -> float | None:
     """Write base+adapter merged into `out_dir`; returns the max logit difference checked."""
+    from attune.adapters import shape_of_dir
     from attune.models import load_model
     from attune.models.adapters_io import load_adapter
 
+    adapter_shape = shape_of_dir(Path(adapter_dir))
     loaded = load_model(base_model, device="cpu")
     model = load_adapter(loaded.model, adapter_dir)
     diff = None
     before = _probe_logits(model, loaded.tokenizer) if verify else None
-    merged = model.merge_and_unload()
+    merged = adapter_shape.merged(model)
     if verify:
         after = _probe_logits(merged, loaded.tokenizer)
         diff = float((before - after).abs().max())

@@ -23,11 +23,14 @@ from torch import nn
 IGNORE = -100
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The transformers model under DDP/FSDP/accelerate and PEFT wrappers."""
+def unwrap(model: nn.Module, *, keep_peft: bool = False) -> nn.Module:
+    """The transformers model under DDP/FSDP/accelerate wrappers, and under PEFT's unless `keep_peft`.
+
+    Keep PEFT's wrapper to generate or to switch the adapter off; drop it to reach the decoder, heads and config.
+    """
     while hasattr(model, "module") and isinstance(model.module, nn.Module):
         model = model.module
-    if hasattr(model, "get_base_model"):
+    if not keep_peft and hasattr(model, "get_base_model"):
         model = model.get_base_model()
     return model
 
@@ -149,15 +152,21 @@ def lm_loss_sum(
     if n == 0:
         return hidden.sum() * 0.0, 0
     head = _head(model)
-    if type(head) is nn.Linear and head.bias is None:
+    if type(head) is nn.Linear and head.bias is None and not hasattr(head.weight, "ds_id"):  # ZeRO-3: weight not gathered here
         return _FusedLinearCrossEntropy.apply(h, head.weight, targets, chunk), n
     # Wrapped heads (e.g. PEFT modules_to_save): chunk with recomputation instead.
     total = h.new_zeros((), dtype=torch.float32)
     for start in range(0, n, chunk):
-        total = total + torch.utils.checkpoint.checkpoint(
-            _chunk_ce, head, h[start : start + chunk], targets[start : start + chunk], use_reentrant=False
-        )
+        total = total + _recomputed(_chunk_ce, head, h[start : start + chunk], targets[start : start + chunk])
     return total, n
+
+
+def _recomputed(fn, head: nn.Module, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """`fn(head, h, y)` with its logits recomputed in backward; a ZeRO-3 head runs plainly, because its
+    partitioned weight is not gathered again for the recomputation."""
+    if hasattr(head.weight, "ds_id"):
+        return fn(head, h, y)
+    return torch.utils.checkpoint.checkpoint(fn, head, h, y, use_reentrant=False)
 
 
 def _chunk_ce(head: nn.Module, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -189,7 +198,7 @@ def logprobs_from_hidden(model: nn.Module, hidden: torch.Tensor, labels: torch.T
     h, targets, flat = _gather_targets(hidden, labels)
     head = _head(model)
     pieces = [
-        torch.utils.checkpoint.checkpoint(_chunk_logp, head, h[s : s + chunk], targets[s : s + chunk], use_reentrant=False)
+        _recomputed(_chunk_logp, head, h[s : s + chunk], targets[s : s + chunk])
         for s in range(0, targets.shape[0], chunk)
     ]
     B, T = labels.shape

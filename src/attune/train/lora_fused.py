@@ -61,6 +61,8 @@ def _fusable(module: nn.Module) -> bool:
     if type(module) is not Linear or type(module.get_base_layer()) is not nn.Linear:
         return False
     base = module.get_base_layer()
+    if hasattr(base.weight, "ds_id"):  # ZeRO-3 gathers weights in each submodule's own forward
+        return False
     return not base.weight.requires_grad and (base.bias is None or not base.bias.requires_grad)
 
 

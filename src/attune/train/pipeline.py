@@ -23,7 +23,8 @@ from rich.console import Console
 
 from attune.errors import AttuneError
 from attune.recipe import Recipe, Stage, dump_recipe
-from attune.runs import new_run_dir, stage_dir
+from attune.runs import new_run_dir, stage_dir, training_lock
+from attune.train.context import StageContext
 
 console = Console(stderr=True)
 
@@ -48,70 +49,28 @@ def provenance() -> dict[str, Any]:
 
 
 def _accelerator(stage: Stage):
+    """An Accelerator in the precision `choose_precision` resolves for this machine, and that choice."""
     import torch
-    from accelerate import Accelerator
 
-    precision = stage.train.precision
-    if precision == "auto":
-        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
-    mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
-    if mixed != "no" and not torch.cuda.is_available():
-        console.print(f"[yellow]precision {precision} asked on CPU: using fp32 (bf16 matmuls are ~400x slower here)[/yellow]")
-        mixed = "no"
-    return Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
+    from attune.train.distributed import make_accelerator
+    from attune.train.precision import choose_precision
 
-
-def _task_name(src, taken: set[str]) -> str:
-    name = src.name or Path(src.path.removeprefix("builtin:")).stem
-    while name in taken:
-        name += "'"
-    taken.add(name)
-    return name
+    choice = choose_precision(stage.train.precision, "cuda" if torch.cuda.is_available() else "cpu")
+    if stage.train.precision != choice.precision:
+        console.print(f"precision {choice.precision}: {choice.reason}")
+    _allow_new_precision(choice.mixed_precision)
+    return make_accelerator(choice.mixed_precision, stage.train), choice
 
 
-def _load_stage_records(recipe: Recipe, stage: Stage, kinds: tuple[str, ...]) -> tuple[list, list, dict[str, list]]:
-    """(train records, validation records, validation records per task).
+def _allow_new_precision(mixed_precision: str) -> None:
+    """Accelerate keeps one process-wide mixed-precision setting, but stages of one recipe (and runs
+    in one Python session) may each resolve their own: drop the old setting, keep the process group."""
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import DistributedType
 
-    Each dataset (and the replay set) is split before mixing, so a record repeated by up-sampling
-    never lands on both sides, and every task keeps its own validation share: the loop logs
-    `eval_loss/<task>` for each when a stage mixes several (replay counts as the task "replay").
-    """
-    from attune.data import load_records, mix_datasets, train_val_split
-    from attune.recipe import DataSource
-
-    if not stage.sources:
-        raise AttuneError(f"stage {stage.name!r}: no data (add `data: {{path: ...}}`)")
-    seed, frac = stage.train.seed, 0.0 if stage.validation is not None else stage.train.val_fraction
-    taken: set[str] = set()
-    train_sets, val_sets, weights = [], {}, []
-    for src in stage.sources:
-        records = load_records(src, base_dir=recipe.base_dir)
-        bad = sorted({r.kind for r in records} - set(kinds))
-        if bad:
-            raise AttuneError(
-                f"stage {stage.name!r}: objective {stage.objective!r} trains on {', '.join(kinds)} records, "
-                f"but {src.path} holds {', '.join(bad)} records"
-            )
-        train, val = train_val_split(records, frac, seed)
-        train_sets.append(train)
-        val_sets[_task_name(src, taken)] = val
-        weights.append(src.weight)
-    if stage.replay is not None:
-        replay = load_records(DataSource(path=stage.replay.path, format="text"), base_dir=recipe.base_dir)
-        train, val = train_val_split(replay, frac, seed)
-        domain_records = sum(len(d) for d in train_sets)
-        want = max(1, round(domain_records * stage.replay.ratio / (1 - stage.replay.ratio)))
-        train_sets.append((train * (want // len(train) + 1))[:want])
-        val_sets[_task_name(DataSource(path="replay"), taken)] = val
-        weights.append(1.0)
-    if len(train_sets) == 1:
-        records = train_sets[0]
-    else:
-        records = mix_datasets(train_sets, weights, strategy=stage.mixing.strategy, temperature=stage.mixing.temperature, seed=seed)
-    if stage.validation is not None:
-        return records, load_records(stage.validation, base_dir=recipe.base_dir), {}
-    per_task = val_sets if len(val_sets) > 1 else {}
-    return records, [r for v in val_sets.values() for r in v], {k: v for k, v in per_task.items() if v}
+    state = AcceleratorState._shared_state
+    if state.get("_mixed_precision") not in (None, mixed_precision) and state.get("distributed_type") != DistributedType.DEEPSPEED:
+        AcceleratorState._reset_state(reset_partial_state=False)
 
 
 def train_stage(
@@ -120,24 +79,30 @@ def train_stage(
     """Train one stage from `base_model`; writes adapter/ or model/, metrics and summary.json."""
     import torch
 
-    from attune.adapters import apply_adapter, count_parameters, parse_adapter, shape
+    from attune.adapters import apply_adapter, count_parameters, shape
     from attune.models import load_model
-    from attune.train.context import ObjectiveContext
+    from attune.train.distributed import check_launch, full_state
     from attune.train.loop import train_loop
     from attune.train.objectives import get_objective
+    from attune.train.stage_data import load_stage_records, stream_stage
+    from attune.train.tracking import Trackers, stage_trackers
 
-    objective = get_objective(stage.objective)
     torch.manual_seed(stage.train.seed)
-    acc = _accelerator(stage)
-    adapter_cfg = stage.adapter or parse_adapter({"type": "lora"})
+    acc, precision = _accelerator(stage)
+    check_launch(acc, get_objective(stage.objective), stage)
+    adapter_cfg = stage.adapter
     adapter_shape = shape(adapter_cfg.type)
-    load_kwargs = adapter_shape.load_kwargs(adapter_cfg) if getattr(adapter_shape, "load_kwargs", None) else {}
-    loaded = load_model(base_model, device=str(acc.device), model_kwargs=load_kwargs)
-    tokenizer, model = loaded.tokenizer, loaded.model
+    run_dir = out.parent.parent
+    loaded = load_model(base_model, device=str(acc.device), model_kwargs=adapter_shape.load_kwargs(adapter_cfg))
+    tokenizer = loaded.tokenizer
+    context = StageContext(
+        tokenizer=tokenizer, options=stage.train, accelerator=acc, device=acc.device, stage=str(stage.name),
+        base_dir=recipe.base_dir, cache_dir=Path(recipe.output_dir) / recipe.name,
+        teacher=_teacher(recipe, stage, run_dir), reward_model=_reward_model(recipe, stage, run_dir),
+    )
+    objective = get_objective(stage.objective)(context)
+    model = apply_adapter(objective.student(loaded.model), adapter_cfg)
     del loaded  # a smaller student must not keep the full model alive
-    if hasattr(objective, "student"):  # distill: a smaller student cut from (or shaped like) the starting model
-        model = objective.student(model, stage)
-    model = apply_adapter(model, adapter_cfg)
     trainable, total = count_parameters(model)
     if acc.is_main_process:
         console.print(
@@ -145,17 +110,14 @@ def train_stage(
             f"trainable {trainable:,} / {total:,} parameters ({100 * trainable / max(total, 1):.3f}%)",
             soft_wrap=True,
         )
-    context = ObjectiveContext(tokenizer=tokenizer, options=stage.train, stage=stage, accelerator=acc, device=acc.device)
-    context.state["recipe"] = recipe
-    context.state["run_dir"] = out.parent.parent
     val_tasks: dict[str, list[dict]] = {}
-    if getattr(stage.train, "streaming", False):  # cpt: read, tokenize and pack while training
-        examples, val_examples = objective.stream(recipe, stage, tokenizer, context)
+    if objective.streams and stage.train.streaming:  # read, tokenize and pack while training
+        examples, val_examples = stream_stage(recipe, stage, objective)
     else:
-        train_records, val_records, task_records = _load_stage_records(recipe, stage, tuple(objective.RECORD_KINDS))
-        examples = objective.prepare(train_records, tokenizer, stage.train, context)
-        val_examples = objective.prepare(val_records, tokenizer, stage.train, context) if val_records else []
-        val_tasks = {name: objective.prepare(recs, tokenizer, stage.train, context) for name, recs in task_records.items()}
+        train_records, val_records, task_records = load_stage_records(recipe, stage, objective.record_kinds)
+        examples = objective.prepare(train_records)
+        val_examples = objective.prepare(val_records) if val_records else []
+        val_tasks = {name: objective.prepare(recs) for name, recs in task_records.items()}
         if not examples:
             raise AttuneError(f"stage {stage.name!r}: no usable training examples after tokenization")
     dropped = {k: context.state[k] for k in ("dropped_no_labels", "truncated") if context.state.get(k)}
@@ -164,9 +126,9 @@ def train_stage(
         console.print(f"[yellow]{stage.name}: " + ", ".join(f"{n} record(s) {said[k]}" for k, n in dropped.items())
                       + f" at max_length {stage.train.max_length} (see `attune data check --model`)[/yellow]")
     out.mkdir(parents=True, exist_ok=True)
-    result = train_loop(
-        model, objective, examples, val_examples, context, out, resume=resume, show_progress=show_progress, val_tasks=val_tasks
-    )
+    trackers = stage_trackers(stage.train, out, recipe=recipe, stage=stage, run_dir=run_dir) if acc.is_main_process else Trackers({})
+    result = train_loop(model, objective, examples, val_examples, out, resume=resume, show_progress=show_progress,
+                        val_tasks=val_tasks, trackers=trackers)
     acc.wait_for_everyone()
     summary = {
         "stage": stage.name,
@@ -180,15 +142,33 @@ def train_stage(
         **{k: v for k, v in result.__dict__.items()},
         "eval_loss_per_task": _last_task_losses(out / "metrics.jsonl"),
         "records_dropped_or_truncated": dropped,
+        "precision": precision.as_dict(),
     }
+    raw = acc.unwrap_model(model)
+    weights = full_state(acc, raw, trainable_only=adapter_shape.output == "adapter")  # every process: gathers shards
     if acc.is_main_process:
-        raw = acc.unwrap_model(model)
-        _save_output(raw, tokenizer, out, adapter_shape.uses_peft, adapter_cfg, summary)
-        if hasattr(objective, "save"):
-            objective.save(raw, out, context)
+        _save_output(raw, tokenizer, out, adapter_cfg, summary, weights)
+        objective.save(raw, out)
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     acc.wait_for_everyone()
     return summary
+
+
+def _teacher(recipe: Recipe, stage: Stage, run_dir: Path) -> str | None:
+    """The stage's teacher as a model reference: an earlier stage's name becomes its (merged) weights."""
+    names = [s.name for s in recipe.stages]
+    if stage.teacher in names:
+        return merged_stage_model(run_dir, stage.teacher)
+    return stage.teacher
+
+
+def _reward_model(recipe: Recipe, stage: Stage, run_dir: Path) -> Path | None:
+    """The stage's reward model as a directory: a reward stage of this run, or a path (relative to the recipe)."""
+    if stage.reward_model is None:
+        return None
+    if stage.reward_model in [s.name for s in recipe.stages]:
+        return stage_dir(run_dir, stage.reward_model)
+    return recipe.path(stage.reward_model)
 
 
 def _last_task_losses(metrics: Path) -> dict[str, float]:
@@ -201,22 +181,24 @@ def _last_task_losses(metrics: Path) -> dict[str, float]:
     return last
 
 
-def _save_output(model, tokenizer, out: Path, uses_peft: bool, adapter_cfg, summary: dict) -> None:
-    """Write adapter/ (PEFT format) or model/ (full weights) atomically."""
+def _save_output(model, tokenizer, out: Path, adapter_cfg, summary: dict, weights: dict | None = None) -> None:
+    """Write adapter/ (with the base's fingerprint) or model/ atomically, as the adapter shape saves it;
+    `weights` are the full tensors gathered from sharded processes (PEFT keeps its adapter's keys of them)."""
     from attune.adapters import shape
+    from attune.adapters.base import save_pretrained
     from attune.models.adapters_io import check_adapter_dir, write_fingerprint
 
-    saver = shape(adapter_cfg.type).save
-    target = out / ("adapter" if uses_peft or saver else "model")
+    adapter_shape = shape(adapter_cfg.type)
+    target = out / adapter_shape.output
     tmp = out / f".tmp-{target.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    if saver is not None:
-        saver(model, tmp)
+    if weights is not None and adapter_shape.save is save_pretrained:
+        model.save_pretrained(str(tmp), safe_serialization=True, state_dict=weights)
     else:
-        model.save_pretrained(str(tmp), safe_serialization=True)
+        adapter_shape.save(model, tmp)
     tokenizer.save_pretrained(str(tmp))
-    if target.name == "adapter":
-        write_fingerprint(tmp, model, {"stage": summary["stage"], "base_model": summary["base_model"]})
+    if adapter_shape.output == "adapter":
+        write_fingerprint(tmp, model, {"stage": summary["stage"], "base_model": summary["base_model"], "shape": adapter_shape.name})
         check_adapter_dir(tmp)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
@@ -262,10 +244,16 @@ def run_recipe(
         state.wait_for_everyone()
         run_dir = Path((Path(recipe.output_dir) / recipe.name / ".current").read_text())
     run_dir = Path(run_dir)
-    if state.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
+    if not state.is_main_process:
+        return _train_stages(recipe, run_dir, state, resume, only, show_progress)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with training_lock(run_dir):  # before anything is written: a second trainer changes nothing
         (run_dir / "recipe.yaml").write_text(dump_recipe(recipe))
         (run_dir / "provenance.json").write_text(json.dumps(provenance(), indent=2))
+        return _train_stages(recipe, run_dir, state, resume, only, show_progress)
+
+
+def _train_stages(recipe: Recipe, run_dir: Path, state, resume: bool, only: list[str] | None, show_progress: bool) -> Path:
     base = recipe.model
     for stage in recipe.stages:
         assert stage.name is not None
@@ -289,7 +277,7 @@ def _next_base(run_dir: Path, stage: Stage, recipe: Recipe, state) -> str:
         return ""
     from attune.train.objectives import get_objective
 
-    if not getattr(get_objective(stage.objective), "CHANGES_POLICY", True):
+    if not get_objective(stage.objective).changes_policy:
         # a reward model scores the policy; the stage after it continues from the weights it started on
         return str(json.loads((stage_dir(run_dir, stage.name) / "summary.json").read_text())["base_model"])
     if state.is_main_process:

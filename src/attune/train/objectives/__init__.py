@@ -1,39 +1,33 @@
-"""The objective seam: one module per training objective, registered here by name.
+"""The objective registry: name -> the `Objective` subclass (see `attune.train.objective` for the seam).
 
-An objective module exposes:
-  Options          a `TrainConfig` subclass with the objective's own settings (validated from `train:`)
-  RECORD_KINDS     the canonical record kinds it trains on (see `attune.data.records`)
-  prepare(records, tokenizer, options, context) -> list[dict]   tokenize records into examples
-  collate(examples, options, pad_id) -> dict                   build one micro-batch
-  loss(model, batch, context) -> (loss tensor, {metric: float})
-and optionally (read by `attune.train.pipeline`):
-  stream(recipe, stage, tokenizer, context) -> (ExampleStream, val examples)   when `train.streaming` (cpt)
-  student(model, stage) -> model                 the model the stage trains, made from the starting one (distill)
-
-The loop (`attune.train.loop`) owns everything else: batching, optimisation, checkpoints,
-logging, distribution. Adding an objective = one module + one line below.
+Adding an objective = its module (an `Objective` subclass) + one line below. Classes are
+imported when first asked for, so listing the names costs nothing.
 """
 
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
+from typing import TYPE_CHECKING
 
 from attune.errors import unknown
 
+if TYPE_CHECKING:
+    from attune.train.objective import Objective
+
 OBJECTIVES: dict[str, str] = {
-    "sft": "attune.train.objectives.sft",
-    "cpt": "attune.train.objectives.cpt",
-    "distill": "attune.train.objectives.distill",
-    "reward": "attune.train.objectives.reward",
-    "dpo": "attune.train.objectives.dpo",
-    "ppo": "attune.train.objectives.ppo",
-    "grpo": "attune.train.objectives.grpo",
+    "sft": "attune.train.objectives.sft:SFT",
+    "cpt": "attune.train.objectives.cpt:CPT",
+    "distill": "attune.train.objectives.distill:Distill",
+    "reward": "attune.train.objectives.reward:Reward",
+    "dpo": "attune.train.objectives.dpo:DPO",
+    "ppo": "attune.train.objectives.ppo:PPO",
+    "grpo": "attune.train.objectives.grpo:GRPO",
 }
 
 
-def get_objective(name: str) -> ModuleType:
-    """Import and return the module implementing objective `name`."""
+def get_objective(name: str) -> type[Objective]:
+    """The class implementing objective `name`."""
     if name not in OBJECTIVES:
         raise unknown("objective", name, OBJECTIVES)
-    return importlib.import_module(OBJECTIVES[name])
+    module, _, cls = OBJECTIVES[name].partition(":")
+    return getattr(importlib.import_module(module), cls)

@@ -15,7 +15,8 @@ final reply of chat records is replaced by the teacher's too (distil on a labell
 ignoring its labels). The teacher's logits are computed only at supervised positions, chunk by
 chunk, like the LM loss in `attune.train.logprobs`.
 
-`teacher:` is a model reference or the name of an earlier stage (its weights, merged). The student
+`teacher:` is a model reference or the name of an earlier stage (its weights, merged; the pipeline
+resolves it into `StageContext.teacher`). The student
 is the stage's starting model, or with `student_layers: N` a smaller one made from it: N evenly
 spread layers kept (`student_init: truncate`) or a random model of that shape (`random`); it
 trains all its weights (`adapter: full`) and is saved as a standalone model.
@@ -32,12 +33,11 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from attune.adapters.base import AdapterConfig
 from attune.errors import AttuneError
-from attune.train.logprobs import IGNORE, final_hidden, lm_loss_sum, unwrap
+from attune.train.logprobs import IGNORE, final_hidden, unwrap
+from attune.train.objective import Batch, Example
 from attune.train.objectives import sft
-
-RECORD_KINDS = ("prompt", "chat", "completion", "text")
-PACKABLE = True
 
 
 class Options(sft.Options):
@@ -63,90 +63,134 @@ class Options(sft.Options):
     )
 
 
-def _teacher_ref(context: Any) -> str:
-    """The teacher's model reference; an earlier stage's name resolves to that stage's (merged) weights."""
-    teacher = getattr(context.stage, "teacher", None)
-    if not teacher:
-        raise AttuneError(f"stage {getattr(context.stage, 'name', '?')!r}: distill needs `teacher: MODEL` (a model reference)")
-    recipe, run_dir = context.state.get("recipe"), context.state.get("run_dir")
-    stages = [s.name for s in getattr(recipe, "stages", [])]
-    if teacher in stages and run_dir is not None:
-        if stages.index(teacher) >= stages.index(context.stage.name):
-            raise AttuneError(f"stage {context.stage.name!r}: the teacher stage {teacher!r} must come before it")
-        if "teacher_ref" not in context.state:
-            from attune.train.pipeline import merged_stage_model
+class Distill(sft.SFT):
+    Options = Options
+    record_kinds = ("prompt", "chat", "completion", "text")
+    packable = True
+    takes_teacher = True
 
-            context.state["teacher_ref"] = merged_stage_model(run_dir, teacher)
-        return context.state["teacher_ref"]
-    return str(teacher)
+    teacher_calls = 0
+    """Prompts this run sent to the teacher (0 when the cache had every answer)."""
+    _identity: str | None = None
+    _generator: Any = None
+    _teacher_model: nn.Module | None = None
 
+    @classmethod
+    def check(cls, options: Options, adapter: AdapterConfig) -> None:
+        if options.student_layers is not None and adapter.type != "full":
+            raise ValueError(
+                f"a {options.student_layers}-layer student is a new model with no base for an adapter; set `adapter: full`"
+            )
 
-def student(model: nn.Module, stage: Any) -> nn.Module:
-    """The model this stage trains: the starting model, or a smaller student made from it (`student_layers`)."""
-    from attune.distill import random_student, truncate_layers
+    @property
+    def teacher(self) -> str:
+        if not self.context.teacher:
+            raise AttuneError(f"stage {self.context.stage!r}: distill needs `teacher: MODEL` (a model reference)")
+        return self.context.teacher
 
-    options: Options = stage.train
-    if options.student_layers is None:
-        return model
-    if stage.adapter is None or stage.adapter.type != "full":
-        raise AttuneError(
-            f"stage {stage.name!r}: a {options.student_layers}-layer student is a new model with no base for an adapter; "
-            "set `adapter: full`"
+    def student(self, model: nn.Module) -> nn.Module:
+        """The starting model, or a smaller student made from it (`student_layers`)."""
+        from attune.distill import random_student, truncate_layers
+
+        opts = self.options
+        if opts.student_layers is None:
+            return model
+        make = truncate_layers if opts.student_init == "truncate" else random_student
+        return make(model, opts.student_layers)
+
+    def cache_path(self) -> Path:
+        if self.options.cache:
+            return self.context.path(self.options.cache)
+        if self.context.cache_dir is None:
+            raise AttuneError("distill: set `train.cache:` (no recipe to place the teacher cache next to)")
+        return self.context.cache_dir / "teacher-cache.jsonl"
+
+    def _teacher_identity(self) -> str:
+        """Hashed once per stage (prepare runs for train, validation and tasks)."""
+        from attune.distill.cache import teacher_identity
+
+        if self._identity is None:
+            self._identity = teacher_identity(self.teacher)
+        return self._identity
+
+    def _teacher_generator(self):
+        if self._generator is None:
+            from attune.models import load_generator
+
+            self._generator = load_generator(self.teacher)
+        return self._generator
+
+    def answer_prompts(self, records: list) -> list:
+        """Prompt records become chat records carrying the teacher's (cached) answer; others pass through."""
+        from attune.data.records import ChatRecord, PromptRecord
+        from attune.distill.cache import teacher_responses
+        from attune.models.generation import GenerationParams
+
+        opts = self.options
+        if opts.teacher_answers == "all":
+            records = [as_prompt(r) for r in records]
+        prompts = [r for r in records if isinstance(r, PromptRecord)]
+        if not prompts:
+            return records
+        params = GenerationParams(max_new_tokens=opts.max_new_tokens, temperature=opts.teacher_temperature, seed=opts.seed)
+        answers, asked = teacher_responses(
+            self._teacher_generator, self._teacher_identity(), [r.prompt for r in prompts], params, self.cache_path(),
         )
-    make = truncate_layers if options.student_init == "truncate" else random_student
-    return make(model, options.student_layers)
+        self.teacher_calls += asked
+        by_id = {id(r): a for r, a in zip(prompts, answers)}
+        return [
+            ChatRecord(r.prompt + [{"role": "assistant", "content": by_id[id(r)]}], r.source) if id(r) in by_id else r
+            for r in records
+        ]
 
+    def prepare(self, records: list) -> list[Example]:
+        return super().prepare(self.answer_prompts(records))
 
-def _cache_path(options: Options, context: Any) -> Path:
-    recipe = context.state.get("recipe")
-    if options.cache:
-        base = getattr(recipe, "base_dir", None)
-        path = Path(options.cache).expanduser()
-        return path if path.is_absolute() or base is None else Path(base) / path
-    if recipe is None:
-        raise AttuneError("distill: set `train.cache:` (no recipe to place the teacher cache next to)")
-    return Path(recipe.output_dir) / recipe.name / "teacher-cache.jsonl"
+    def setup(self, model: nn.Module) -> None:
+        """Load the frozen teacher for the logit loss (reusing the generation teacher when local)."""
+        if self.options.loss != "logit" or self._teacher_model is not None:
+            return
+        teacher = getattr(self._generator, "model", None)
+        if teacher is None:
+            from attune.models import load_model
 
+            teacher = load_model(self.teacher, device=str(self.context.device)).model
+        self.set_teacher(model, teacher)
 
-def _teacher_identity(context: Any) -> str:
-    """The teacher's cache identity, hashed once per stage (prepare runs for train, validation and tasks)."""
-    from attune.distill.cache import teacher_identity
+    def set_teacher(self, model: nn.Module, teacher: nn.Module) -> None:
+        """Freeze `teacher` and check it shares the student's vocabulary (the logit loss compares rows)."""
+        teacher = teacher.to(self.context.device).float().eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        vs = unwrap(model).get_output_embeddings().weight.shape[0]
+        vt = unwrap(teacher).get_output_embeddings().weight.shape[0]
+        if vs != vt:
+            raise AttuneError(
+                f"logit distillation needs a shared vocabulary: the student's head has {vs} rows, the teacher's {vt}; "
+                "use `loss: sequence` for teachers with another tokenizer"
+            )
+        self._teacher_model = teacher
 
-    if "teacher_identity" not in context.state:
-        context.state["teacher_identity"] = teacher_identity(_teacher_ref(context))
-    return context.state["teacher_identity"]
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        opts = self.options
+        if opts.loss == "sequence":
+            return super().loss(model, batch)
+        assert self._teacher_model is not None, "setup() loads the teacher"
+        total, n = logit_loss_sum(model, self._teacher_model, batch, opts.beta, opts.temperature, opts.loss_chunk_tokens)
+        kd = total / max(n, 1)
+        if opts.ce_weight == 0:
+            return kd, {"kd_loss": float(kd.detach())}
+        ce = sft.lm_mean_loss(model, batch, opts.loss_chunk_tokens)
+        return kd + opts.ce_weight * ce, {"kd_loss": float(kd.detach()), "ce_loss": float(ce.detach())}
 
+    def save(self, model: nn.Module, out_dir: Path) -> None:
+        """distill.json: the teacher, the loss, and how many prompts this run sent to the teacher."""
+        import json
 
-def _teacher_generator(context: Any):
-    if "teacher_generator" not in context.state:
-        from attune.models import load_generator
-
-        context.state["teacher_generator"] = load_generator(_teacher_ref(context))
-    return context.state["teacher_generator"]
-
-
-def answer_prompts(records: list, options: Options, context: Any) -> list:
-    """Prompt records become chat records carrying the teacher's (cached) answer; others pass through."""
-    from attune.data.records import ChatRecord, PromptRecord
-    from attune.distill.cache import teacher_responses
-    from attune.models.generation import GenerationParams
-
-    if options.teacher_answers == "all":
-        records = [as_prompt(r) for r in records]
-    prompts = [r for r in records if isinstance(r, PromptRecord)]
-    if not prompts:
-        return records
-    params = GenerationParams(max_new_tokens=options.max_new_tokens, temperature=options.teacher_temperature, seed=options.seed)
-    answers, asked = teacher_responses(
-        lambda: _teacher_generator(context), _teacher_identity(context), [r.prompt for r in prompts], params,
-        _cache_path(options, context),
-    )
-    context.state["teacher_calls"] = context.state.get("teacher_calls", 0) + asked
-    by_id = {id(r): a for r, a in zip(prompts, answers)}
-    return [
-        ChatRecord(r.prompt + [{"role": "assistant", "content": by_id[id(r)]}], r.source) if id(r) in by_id else r
-        for r in records
-    ]
+        info = {"teacher": self.teacher, "loss": self.options.loss, "teacher_calls": self.teacher_calls}
+        if self.teacher_calls or self._generator is not None or self._identity is not None:
+            info["cache"] = str(self.cache_path())
+        (out_dir / "distill.json").write_text(json.dumps(info, indent=2))
 
 
 def as_prompt(record: Any) -> Any:
@@ -156,42 +200,6 @@ def as_prompt(record: Any) -> Any:
     if isinstance(record, ChatRecord) and record.messages and record.messages[-1]["role"] == "assistant":
         return PromptRecord(record.messages[:-1], record.messages[-1]["content"], record.source)
     return record
-
-
-def prepare(records: list, tokenizer: Any, options: Options, context: Any) -> list[dict]:
-    return sft.prepare(answer_prompts(records, options, context), tokenizer, options, context)
-
-
-def collate(rows: list[list[dict]], options: Options, pad_id: int) -> dict:
-    return sft.collate(rows, options, pad_id)
-
-
-def setup(model: nn.Module, context: Any) -> None:
-    """Load the frozen teacher for the logit loss (reusing the generation teacher when local)."""
-    if context.options.loss != "logit" or "teacher" in context.state:
-        return
-    generator = context.state.get("teacher_generator")
-    teacher = getattr(generator, "model", None)
-    if teacher is None:
-        from attune.models import load_model
-
-        teacher = load_model(_teacher_ref(context), device=str(context.device)).model
-    set_teacher(model, teacher, context)
-
-
-def set_teacher(model: nn.Module, teacher: nn.Module, context: Any) -> None:
-    """Freeze `teacher` and check it shares the student's vocabulary (the logit loss compares rows)."""
-    teacher = teacher.to(context.device).float().eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    vs = unwrap(model).get_output_embeddings().weight.shape[0]
-    vt = unwrap(teacher).get_output_embeddings().weight.shape[0]
-    if vs != vt:
-        raise AttuneError(
-            f"logit distillation needs a shared vocabulary: the student's head has {vs} rows, the teacher's {vt}; "
-            "use `loss: sequence` for teachers with another tokenizer"
-        )
-    context.state["teacher"] = teacher
 
 
 def divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, beta: float, temperature: float = 1.0) -> torch.Tensor:
@@ -245,29 +253,3 @@ def logit_loss_sum(
             use_reentrant=False,
         )
     return total, int(flat.numel())
-
-
-def loss(model: nn.Module, batch: dict, context: Any) -> tuple[torch.Tensor, dict[str, float]]:
-    opts = context.options
-    if opts.loss == "sequence":
-        return sft.loss(model, batch, context)
-    total, n = logit_loss_sum(model, context.state["teacher"], batch, opts.beta, opts.temperature, opts.loss_chunk_tokens)
-    kd = total / max(n, 1)
-    if opts.ce_weight == 0:
-        return kd, {"kd_loss": float(kd.detach())}
-    ce_sum, m = lm_loss_sum(
-        model, batch["input_ids"], batch["labels"], attention_mask=batch.get("attention_mask"),
-        position_ids=batch.get("position_ids"), chunk=opts.loss_chunk_tokens,
-    )
-    ce = ce_sum / max(m, 1)
-    return kd + opts.ce_weight * ce, {"kd_loss": float(kd.detach()), "ce_loss": float(ce.detach())}
-
-
-def save(model: nn.Module, out_dir: Path, context: Any) -> None:
-    """distill.json: how many prompts this run sent to the teacher (0 when the cache had them all)."""
-    import json
-
-    info = {"teacher": _teacher_ref(context), "loss": context.options.loss, "teacher_calls": context.state.get("teacher_calls", 0)}
-    if context.state.get("teacher_calls") is not None or "teacher_generator" in context.state:
-        info["cache"] = str(_cache_path(context.options, context))
-    (out_dir / "distill.json").write_text(json.dumps(info, indent=2))

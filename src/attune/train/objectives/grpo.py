@@ -15,19 +15,19 @@ the same carry no signal (advantage 0); `zero_std_share` logs how often that hap
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 from pydantic import Field
 from torch import nn
 
-from attune.align.pairs import eval_means
 from attune.align.rewards import reward_source
 from attune.align.rl import clipped_policy_loss, group_advantages, masked_mean, per_token_kl
-from attune.align.rollout import held_out_reward, prepare_prompts, response_logprobs, sample, shuffled_minibatches
+from attune.align.rollout import Rollout, held_out_reward, prepare_prompts, response_logprobs, sample, shuffled_minibatches
 from attune.train.config import TrainConfig
-
-RECORD_KINDS = ("prompt", "preference")
+from attune.train.context import StageContext
+from attune.train.objective import Batch, Example, Objective, RunningMeans
 
 
 class Options(TrainConfig):
@@ -50,75 +50,93 @@ class Options(TrainConfig):
     )
 
 
-def prepare(records: list, tokenizer: Any, options: Options, context: Any) -> list[dict]:
-    return prepare_prompts(records, tokenizer, options.max_length, options.max_new_tokens, options.group_size, context)
+class GRPO(Objective):
+    Options = Options
+    record_kinds = ("prompt", "preference")
+    online = True
+    takes_reward = True
 
+    def __init__(self, context: StageContext) -> None:
+        super().__init__(context)
+        self.dropped_too_long = 0
+        self.eval_sums = RunningMeans()
+        self.score: Callable[[Rollout], list[float]] | None = None
 
-def collate(examples: list[dict], options: Options, pad_id: int) -> dict:
-    return {"prompts": examples, "num_tokens": sum(ex["num_tokens"] for ex in examples)}
+    def needs_reference(self) -> bool:
+        return self.options.beta > 0
 
+    def prepare(self, records: list) -> list[Example]:
+        opts = self.options
+        examples, self.dropped_too_long = prepare_prompts(
+            records, self.context.tokenizer, opts.max_length, opts.max_new_tokens, opts.group_size
+        )
+        return examples
 
-def setup(model: nn.Module, context: Any) -> None:
-    if context.options.beta > 0:
-        context.prepare_reference(model)
-    context.state["score"] = reward_source(context.stage, context.options.reward_function, context)
+    def collate(self, rows: list[list[Example]]) -> Batch:
+        examples = [ex for row in rows for ex in row]
+        return {"prompts": examples, "num_tokens": sum(ex["num_tokens"] for ex in examples)}
 
+    def setup(self, model: nn.Module) -> None:
+        ctx = self.context
+        self.score = reward_source(ctx.reward_model, self.options.reward_function, ctx.base_dir, str(ctx.device))
 
-def expand(model: nn.Module, batch: dict, context: Any) -> list[dict]:
-    """Sample `group_size` replies per prompt, score them, and return `iterations` passes of minibatches."""
-    opts = context.options
-    G = opts.group_size
-    prompts = [ex for ex in batch["prompts"] for _ in range(G)]  # consecutive groups of one prompt
-    rollout = sample(model, context.tokenizer, prompts, opts.max_new_tokens, seed=opts.seed + context.step)
-    rewards = torch.tensor(context.state["score"](rollout), dtype=torch.float32, device=rollout.input_ids.device)
-    advantages = group_advantages(rewards, G, scale=opts.scale_rewards)
-    everything = torch.arange(len(rewards), device=rewards.device)
-    inputs = rollout.select(everything)
-    width = inputs["input_ids"].shape[1] - rollout.prompt_width
-    mask = rollout.response_mask[:, :width].float()
-    with torch.no_grad():
-        old_logp = response_logprobs(model, inputs, rollout.prompt_width, opts.loss_chunk_tokens)[0] if opts.iterations > 1 else None
-        ref_logp = None
-        if opts.beta > 0:
-            with context.reference(model) as ref:
-                ref_logp = response_logprobs(ref, inputs, rollout.prompt_width, opts.loss_chunk_tokens)[0]
-    grouped = rewards.view(-1, G)
-    stats = {
-        "reward": float(rewards.mean()),
-        "reward_std": float(grouped.std(dim=1).mean()),
-        "zero_std_share": float((grouped.std(dim=1) == 0).float().mean()),
-        "reply_tokens": float(mask.sum(1).mean()),
-    }
-    size = opts.minibatch_size or len(rewards)
-    minibatches = []
-    for idx, w, mb in shuffled_minibatches(rollout, mask, size, opts.iterations, opts.seed + context.step):
-        minibatches.append({
-            **mb,
-            "advantages": advantages[idx][:, None],
-            "old_logp": old_logp[idx, :w] if old_logp is not None else None,
-            "ref_logp": ref_logp[idx, :w] if ref_logp is not None else None,
-            "rollout": stats,
-        })
-    return minibatches
+    def expand(self, model: nn.Module, batch: Batch) -> list[Batch]:
+        """Sample `group_size` replies per prompt, score them, and return `iterations` passes of minibatches."""
+        opts, ctx = self.options, self.context
+        assert self.score is not None, "setup() runs first"
+        G = opts.group_size
+        prompts = [ex for ex in batch["prompts"] for _ in range(G)]  # consecutive groups of one prompt
+        rollout = sample(model, ctx.tokenizer, prompts, opts.max_new_tokens, seed=opts.seed + ctx.step)
+        rewards = torch.tensor(self.score(rollout), dtype=torch.float32, device=rollout.input_ids.device)
+        advantages = group_advantages(rewards, G, scale=opts.scale_rewards)
+        everything = torch.arange(len(rewards), device=rewards.device)
+        inputs = rollout.select(everything)
+        width = inputs["input_ids"].shape[1] - rollout.prompt_width
+        mask = rollout.response_mask[:, :width].float()
+        with torch.no_grad():
+            old_logp = response_logprobs(model, inputs, rollout.prompt_width, opts.loss_chunk_tokens)[0] if opts.iterations > 1 else None
+            ref_logp = None
+            if opts.beta > 0:
+                with ctx.reference(model) as ref:
+                    ref_logp = response_logprobs(ref, inputs, rollout.prompt_width, opts.loss_chunk_tokens)[0]
+        grouped = rewards.view(-1, G)
+        stats = {
+            "reward": float(rewards.mean()),
+            "reward_std": float(grouped.std(dim=1).mean()),
+            "zero_std_share": float((grouped.std(dim=1) == 0).float().mean()),
+            "reply_tokens": float(mask.sum(1).mean()),
+        }
+        size = opts.minibatch_size or len(rewards)
+        minibatches = []
+        for idx, w, mb in shuffled_minibatches(rollout, mask, size, opts.iterations, opts.seed + ctx.step):
+            minibatches.append({
+                **mb,
+                "advantages": advantages[idx][:, None],
+                "old_logp": old_logp[idx, :w] if old_logp is not None else None,
+                "ref_logp": ref_logp[idx, :w] if ref_logp is not None else None,
+                "rollout": stats,
+            })
+        return minibatches
 
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        opts = self.options
+        if "prompts" in batch:  # a validation batch of held-out prompts
+            assert self.score is not None
+            value, scores = held_out_reward(model, batch, self.context.tokenizer, opts.max_new_tokens, opts.seed, self.score)
+            self.eval_sums.add({"reward": sum(scores)}, len(scores))
+            return value, {}
+        logp, _ = response_logprobs(model, batch, batch["prompt_width"], opts.loss_chunk_tokens)
+        mask = batch["mask"]
+        old = batch["old_logp"] if batch["old_logp"] is not None else logp.detach()
+        policy = clipped_policy_loss(logp, old, batch["advantages"], mask, opts.clip)
+        total, metrics = policy.loss, {**batch["rollout"], "policy_loss": float(policy.loss.detach()),
+                                       "clip_fraction": policy.clip_fraction}
+        if batch["ref_logp"] is not None:
+            kl = masked_mean(per_token_kl(logp, batch["ref_logp"], opts.kl_estimator), mask)
+            total = total + opts.beta * kl
+            metrics["kl"] = float(kl.detach())
+        return total, metrics
 
-def loss(model: nn.Module, batch: dict, context: Any) -> tuple[torch.Tensor, dict[str, float]]:
-    if "prompts" in batch:  # a validation batch of held-out prompts
-        return held_out_reward(model, batch, context)
-    opts = context.options
-    logp, _ = response_logprobs(model, batch, batch["prompt_width"], opts.loss_chunk_tokens)
-    mask = batch["mask"]
-    old = batch["old_logp"] if batch["old_logp"] is not None else logp.detach()
-    policy = clipped_policy_loss(logp, old, batch["advantages"], mask, opts.clip)
-    total, metrics = policy.loss, {**batch["rollout"], "policy_loss": float(policy.loss.detach()),
-                                   "clip_fraction": policy.clip_fraction}
-    if batch["ref_logp"] is not None:
-        kl = masked_mean(per_token_kl(logp, batch["ref_logp"], opts.kl_estimator), mask)
-        total = total + opts.beta * kl
-        metrics["kl"] = float(kl.detach())
-    return total, metrics
-
-
-def evaluate(model: nn.Module, batches: list[dict], context: Any) -> dict[str, float]:
-    """Mean reward of replies sampled for the held-out prompts (logged as eval_reward)."""
-    return eval_means(context)
+    def evaluate(self, model: nn.Module, batches: list[Batch]) -> dict[str, float]:
+        """Mean reward of replies sampled for the held-out prompts (logged as eval_reward)."""
+        return self.eval_sums.pop()

@@ -19,13 +19,14 @@ Logged: `reward` (mean score), `kl` (mean summed KL to the reference per reply),
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
 
 import torch
 from pydantic import Field
 from torch import nn
 
-from attune.align.pairs import eval_means
 from attune.align.reward_model import attach_head
 from attune.align.rewards import reward_source
 from attune.align.rl import (
@@ -39,11 +40,12 @@ from attune.align.rl import (
     per_token_kl,
     token_rewards,
 )
-from attune.align.rollout import held_out_reward, prepare_prompts, response_logprobs, sample, shuffled_minibatches
+from attune.align.rollout import Rollout, held_out_reward, prepare_prompts, response_logprobs, sample, shuffled_minibatches
 from attune.train.config import TrainConfig
+from attune.train.context import StageContext
 from attune.train.logprobs import unwrap
+from attune.train.objective import Batch, Example, Objective, RunningMeans
 
-RECORD_KINDS = ("prompt", "preference")
 VALUE_HEAD = "attune_value_head"
 
 
@@ -71,100 +73,116 @@ class Options(TrainConfig):
     batch_tokens: int = Field(2048, gt=0, description="prompts per rollout: as many as fit, counting prompt + max_new_tokens each")
 
 
-def prepare(records: list, tokenizer: Any, options: Options, context: Any) -> list[dict]:
-    return prepare_prompts(records, tokenizer, options.max_length, options.max_new_tokens, 1, context)
+class PPO(Objective):
+    Options = Options
+    record_kinds = ("prompt", "preference")
+    online = True
+    takes_reward = True
 
+    def __init__(self, context: StageContext) -> None:
+        super().__init__(context)
+        self.dropped_too_long = 0
+        self.eval_sums = RunningMeans()
+        self.score: Callable[[Rollout], list[float]] | None = None
+        self.kl_ctl: AdaptiveKLController | FixedKLController | None = None
 
-def collate(examples: list[dict], options: Options, pad_id: int) -> dict:
-    return {"prompts": examples, "num_tokens": sum(ex["num_tokens"] for ex in examples)}
+    def needs_reference(self) -> bool:
+        return True
 
+    def prepare(self, records: list) -> list[Example]:
+        opts = self.options
+        examples, self.dropped_too_long = prepare_prompts(records, self.context.tokenizer, opts.max_length, opts.max_new_tokens, 1)
+        return examples
 
-def setup(model: nn.Module, context: Any) -> None:
-    """Value head (trainable), reward source, KL controller and the frozen reference."""
-    opts = context.options
-    attach_head(model, VALUE_HEAD).requires_grad_(True)
-    context.prepare_reference(model)
-    context.state["score"] = reward_source(context.stage, opts.reward_function, context)
-    context.state["kl_ctl"] = (
-        AdaptiveKLController(opts.kl_coef, opts.kl_target, opts.kl_horizon)
-        if opts.kl_control == "adaptive" else FixedKLController(opts.kl_coef)
-    )
+    def collate(self, rows: list[list[Example]]) -> Batch:
+        examples = [ex for row in rows for ex in row]
+        return {"prompts": examples, "num_tokens": sum(ex["num_tokens"] for ex in examples)}
 
+    def setup(self, model: nn.Module) -> None:
+        """Value head (trainable), reward source and KL controller."""
+        opts, ctx = self.options, self.context
+        attach_head(model, VALUE_HEAD).requires_grad_(True)
+        self.score = reward_source(ctx.reward_model, opts.reward_function, ctx.base_dir, str(ctx.device))
+        self.kl_ctl = (
+            AdaptiveKLController(opts.kl_coef, opts.kl_target, opts.kl_horizon)
+            if opts.kl_control == "adaptive" else FixedKLController(opts.kl_coef)
+        )
 
-def expand(model: nn.Module, batch: dict, context: Any) -> list[dict]:
-    """Roll out the batch's prompts and return its PPO minibatches, `ppo_epochs` passes of them."""
-    opts = context.options
-    rollout = sample(model, context.tokenizer, batch["prompts"], opts.max_new_tokens, seed=opts.seed + context.step)
-    scores = torch.tensor(context.state["score"](rollout), dtype=torch.float32, device=rollout.input_ids.device)
-    head = getattr(unwrap(model), VALUE_HEAD)
-    everything = torch.arange(len(scores), device=scores.device)
-    inputs = rollout.select(everything)
-    with torch.no_grad():
-        old_logp, old_values = response_logprobs(model, inputs, rollout.prompt_width, opts.loss_chunk_tokens, head)
-        with context.reference(model) as ref:
-            ref_logp, _ = response_logprobs(ref, inputs, rollout.prompt_width, opts.loss_chunk_tokens)
-    mask = rollout.response_mask[:, : old_logp.shape[1]].float()
-    kl = per_token_kl(old_logp, ref_logp, opts.kl_estimator) * mask
-    shaped = masked_whiten(scores, torch.ones_like(scores), shift_mean=False) if opts.whiten_rewards else scores
-    ctl = context.state["kl_ctl"]
-    rewards = token_rewards(shaped, kl, mask, ctl.value)
-    assert old_values is not None
-    advantages, returns = gae(rewards, old_values, mask, opts.gamma, opts.lam)
-    advantages = masked_whiten(advantages, mask)
-    seq_kl = float(kl.sum(1).mean())
-    stats = {
-        "reward": float(scores.mean()),
-        "reward_std": float(scores.std()) if len(scores) > 1 else 0.0,
-        "kl": seq_kl,
-        "kl_coef": ctl.value,
-        "reply_tokens": float(mask.sum(1).mean()),
-    }
-    ctl.update(seq_kl, len(scores))
-    minibatches = []
-    for idx, width, mb in shuffled_minibatches(rollout, mask, opts.minibatch_size, opts.ppo_epochs, opts.seed + context.step):
-        minibatches.append({
-            **mb,
-            "old_logp": old_logp[idx, :width],
-            "old_values": old_values[idx, :width],
-            "advantages": advantages[idx, :width],
-            "returns": returns[idx, :width],
-            "rollout": stats,
-        })
-    return minibatches
+    def expand(self, model: nn.Module, batch: Batch) -> list[Batch]:
+        """Roll out the batch's prompts and return its PPO minibatches, `ppo_epochs` passes of them."""
+        opts, ctx, ctl = self.options, self.context, self.kl_ctl
+        assert self.score is not None and ctl is not None, "setup() runs first"
+        rollout = sample(model, ctx.tokenizer, batch["prompts"], opts.max_new_tokens, seed=opts.seed + ctx.step)
+        scores = torch.tensor(self.score(rollout), dtype=torch.float32, device=rollout.input_ids.device)
+        head = getattr(unwrap(model), VALUE_HEAD)
+        everything = torch.arange(len(scores), device=scores.device)
+        inputs = rollout.select(everything)
+        with torch.no_grad():
+            old_logp, old_values = response_logprobs(model, inputs, rollout.prompt_width, opts.loss_chunk_tokens, head)
+            with ctx.reference(model) as ref:
+                ref_logp, _ = response_logprobs(ref, inputs, rollout.prompt_width, opts.loss_chunk_tokens)
+        mask = rollout.response_mask[:, : old_logp.shape[1]].float()
+        kl = per_token_kl(old_logp, ref_logp, opts.kl_estimator) * mask
+        shaped = masked_whiten(scores, torch.ones_like(scores), shift_mean=False) if opts.whiten_rewards else scores
+        rewards = token_rewards(shaped, kl, mask, ctl.value)
+        assert old_values is not None
+        advantages, returns = gae(rewards, old_values, mask, opts.gamma, opts.lam)
+        advantages = masked_whiten(advantages, mask)
+        seq_kl = float(kl.sum(1).mean())
+        stats = {
+            "reward": float(scores.mean()),
+            "reward_std": float(scores.std()) if len(scores) > 1 else 0.0,
+            "kl": seq_kl,
+            "kl_coef": ctl.value,
+            "reply_tokens": float(mask.sum(1).mean()),
+        }
+        ctl.update(seq_kl, len(scores))
+        minibatches = []
+        for idx, width, mb in shuffled_minibatches(rollout, mask, opts.minibatch_size, opts.ppo_epochs, opts.seed + ctx.step):
+            minibatches.append({
+                **mb,
+                "old_logp": old_logp[idx, :width],
+                "old_values": old_values[idx, :width],
+                "advantages": advantages[idx, :width],
+                "returns": returns[idx, :width],
+                "rollout": stats,
+            })
+        return minibatches
 
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        opts = self.options
+        if "prompts" in batch:  # a validation batch of held-out prompts
+            assert self.score is not None
+            value, scores = held_out_reward(model, batch, self.context.tokenizer, opts.max_new_tokens, opts.seed, self.score)
+            self.eval_sums.add({"reward": sum(scores)}, len(scores))
+            return value, {}
+        head = getattr(unwrap(model), VALUE_HEAD)
+        logp, values = response_logprobs(model, batch, batch["prompt_width"], opts.loss_chunk_tokens, head)
+        assert values is not None
+        mask = batch["mask"]
+        policy = clipped_policy_loss(logp, batch["old_logp"], batch["advantages"], mask, opts.clip)
+        value_loss, value_clipped = clipped_value_loss(values, batch["old_values"], batch["returns"], mask, opts.value_clip)
+        total = policy.loss + opts.vf_coef * value_loss
+        return total, {
+            **batch["rollout"],
+            "policy_loss": float(policy.loss.detach()),
+            "value_loss": float(value_loss.detach()),
+            "clip_fraction": policy.clip_fraction,
+            "value_clip_fraction": value_clipped,
+            "approx_kl": policy.approx_kl,
+            "entropy_proxy": float(-masked_mean(logp.detach(), mask)),
+        }
 
-def loss(model: nn.Module, batch: dict, context: Any) -> tuple[torch.Tensor, dict[str, float]]:
-    if "prompts" in batch:  # a validation batch of held-out prompts
-        return held_out_reward(model, batch, context)
-    opts = context.options
-    head = getattr(unwrap(model), VALUE_HEAD)
-    logp, values = response_logprobs(model, batch, batch["prompt_width"], opts.loss_chunk_tokens, head)
-    assert values is not None
-    mask = batch["mask"]
-    policy = clipped_policy_loss(logp, batch["old_logp"], batch["advantages"], mask, opts.clip)
-    value_loss, value_clipped = clipped_value_loss(values, batch["old_values"], batch["returns"], mask, opts.value_clip)
-    total = policy.loss + opts.vf_coef * value_loss
-    return total, {
-        **batch["rollout"],
-        "policy_loss": float(policy.loss.detach()),
-        "value_loss": float(value_loss.detach()),
-        "clip_fraction": policy.clip_fraction,
-        "value_clip_fraction": value_clipped,
-        "approx_kl": policy.approx_kl,
-        "entropy_proxy": float(-masked_mean(logp.detach(), mask)),
-    }
+    def evaluate(self, model: nn.Module, batches: list[Batch]) -> dict[str, float]:
+        """Mean reward of replies sampled for the held-out prompts (logged as eval_reward)."""
+        return self.eval_sums.pop()
 
+    def save(self, model: nn.Module, out_dir: Path) -> None:
+        """The value head beside the adapter (to resume PPO from this stage; serving needs only the adapter)."""
+        import json
 
-def evaluate(model: nn.Module, batches: list[dict], context: Any) -> dict[str, float]:
-    """Mean reward of replies sampled for the held-out prompts (logged as eval_reward)."""
-    return eval_means(context)
+        from attune.align.reward_model import save_head
 
-
-def save(model: nn.Module, out_dir: Any, context: Any) -> None:
-    """The value head beside the adapter (to resume PPO from this stage; serving needs only the adapter)."""
-    import json
-
-    from attune.align.reward_model import save_head
-
-    save_head(getattr(unwrap(model), VALUE_HEAD), out_dir / "value_head.safetensors")
-    (out_dir / "ppo.json").write_text(json.dumps({"final_kl_coef": context.state["kl_ctl"].value}, indent=2))
+        assert self.kl_ctl is not None
+        save_head(getattr(unwrap(model), VALUE_HEAD), out_dir / "value_head.safetensors")
+        (out_dir / "ppo.json").write_text(json.dumps({"final_kl_coef": self.kl_ctl.value}, indent=2))

@@ -7,7 +7,7 @@ supervise the completion, text records everything.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -15,9 +15,7 @@ from pydantic import Field
 from attune.train.batching import pack_rows
 from attune.train.config import TrainConfig
 from attune.train.logprobs import lm_loss_sum
-
-RECORD_KINDS = ("chat", "completion", "text")
-PACKABLE = True
+from attune.train.objective import Batch, Example, Objective
 
 
 class Options(TrainConfig):
@@ -26,34 +24,39 @@ class Options(TrainConfig):
     )
 
 
-def prepare(records: list, tokenizer: Any, options: Options, context: Any) -> list[dict]:
-    """Tokenize records; examples with nothing to learn (all labels masked) are dropped and counted."""
-    from attune.data import encode_record
+class SFT(Objective):
+    Options = Options
+    record_kinds = ("chat", "completion", "text")
+    packable = True
 
-    examples, empty, truncated = [], 0, 0
-    for record in records:
-        enc = encode_record(tokenizer, record, max_length=options.max_length, supervise=options.supervise)
-        truncated += int(enc.truncated)
-        if all(label == -100 for label in enc.labels[1:]):
-            empty += 1
-            continue
-        examples.append({"input_ids": enc.input_ids, "labels": enc.labels, "num_tokens": len(enc.input_ids)})
-    context.state["dropped_no_labels"] = empty
-    context.state["truncated"] = truncated
-    return examples
+    dropped_no_labels = 0
+    truncated = 0
+
+    def prepare(self, records: list) -> list[Example]:
+        """Tokenize records; examples with nothing to learn (all labels masked) are dropped and counted."""
+        from attune.data import encode_record
+
+        examples = []
+        for record in records:
+            enc = encode_record(self.context.tokenizer, record, max_length=self.options.max_length, supervise=self.options.supervise)
+            self.truncated += int(enc.truncated)
+            if all(label == -100 for label in enc.labels[1:]):
+                self.dropped_no_labels += 1
+                continue
+            examples.append({"input_ids": enc.input_ids, "labels": enc.labels, "num_tokens": len(enc.input_ids)})
+        return examples
+
+    def collate(self, rows: list[list[Example]]) -> Batch:
+        return pack_rows(rows, self.context.tokenizer.pad_token_id, attention_mask=not self.options.packing)
+
+    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        return lm_mean_loss(model, batch, self.options.loss_chunk_tokens), {}
 
 
-def collate(rows: list[list[dict]], options: Options, pad_id: int) -> dict:
-    return pack_rows(rows, pad_id, attention_mask=not options.packing)
-
-
-def loss(model: torch.nn.Module, batch: dict, context: Any) -> tuple[torch.Tensor, dict[str, float]]:
+def lm_mean_loss(model: torch.nn.Module, batch: Batch, chunk: int) -> torch.Tensor:
+    """Mean next-token loss over the batch's labelled tokens (SFT, continued pretraining, sequence-level KD)."""
     total, n = lm_loss_sum(
-        model,
-        batch["input_ids"],
-        batch["labels"],
-        attention_mask=batch.get("attention_mask"),
-        position_ids=batch["position_ids"],
-        chunk=context.options.loss_chunk_tokens,
+        model, batch["input_ids"], batch["labels"], attention_mask=batch.get("attention_mask"),
+        position_ids=batch.get("position_ids"), chunk=chunk,
     )
-    return total / max(n, 1), {}
+    return total / max(n, 1)
