@@ -70,3 +70,21 @@ def test_a_mixed_file_says_which_format_was_detected(tmp_path):
     [problem] = report.problems
     assert problem.source == f"{f}:2"
     assert f"format chat (detected from {f}:1)" in problem.message and "looks like instruction" in problem.message
+
+
+def test_training_counts_and_prints_records_it_drops_or_truncates(tmp_path, tiny_model_dir, capsys):
+    """Finding 4: a record whose reply lies past max_length was dropped without a word."""
+    from attune.recipe import load_recipe
+    from attune.runs import stage_output
+    from attune.train.pipeline import run_recipe
+    from test_train_pipeline import _recipe
+
+    recipe_path = _recipe(tmp_path, tiny_model_dir, max_steps=1)
+    data = tmp_path / "orders.jsonl"
+    long = {"messages": [{"role": "user", "content": "word " * 200}, {"role": "assistant", "content": "ok"}]}
+    data.write_text(data.read_text() + json.dumps(long) + "\n")
+    run = run_recipe(load_recipe(recipe_path), show_progress=False)
+    counts = stage_output(run, "sft").summary["records_dropped_or_truncated"]
+    assert counts == {"dropped_no_labels": 1, "truncated": 1}
+    printed = capsys.readouterr()
+    assert "1 record(s) dropped" in " ".join((printed.out + printed.err).split())

@@ -49,7 +49,7 @@ BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts
 MAX_STOP_CHARS = 256  # stop strings are searched in the text at every token
-MAX_STOPS = 4
+MAX_STOPS = 8  # the API takes 4; the server may add the chat template's turn marker
 
 
 class InvalidRequest(ValueError):

@@ -292,7 +292,7 @@ class _ShardHooks:
         _assign_full(self.acc, self.raw, weights)
 
     def load_optimizer(self, path: Path) -> None:
-        saved = torch.load(self._shard(path), map_location="cpu", weights_only=False)  # written by this run's processes
+        saved = torch.load(self._shard(path), map_location="cpu", weights_only=True)  # plain tensors: nothing is unpickled
         if saved["world"] != self.acc.num_processes:
             raise AttuneError(
                 f"checkpoint {path} was written by {saved['world']} processes; resume it with the same number "

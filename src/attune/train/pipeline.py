@@ -120,6 +120,11 @@ def train_stage(
         val_tasks = {name: objective.prepare(recs) for name, recs in task_records.items()}
         if not examples:
             raise AttuneError(f"stage {stage.name!r}: no usable training examples after tokenization")
+    dropped = {k: context.state[k] for k in ("dropped_no_labels", "truncated") if context.state.get(k)}
+    if dropped and acc.is_main_process:  # records tokenization cut or removed: never silent
+        said = {"dropped_no_labels": "dropped (no supervised token left within max_length)", "truncated": "truncated"}
+        console.print(f"[yellow]{stage.name}: " + ", ".join(f"{n} record(s) {said[k]}" for k, n in dropped.items())
+                      + f" at max_length {stage.train.max_length} (see `attune data check --model`)[/yellow]")
     out.mkdir(parents=True, exist_ok=True)
     trackers = stage_trackers(stage.train, out, recipe=recipe, stage=stage, run_dir=run_dir) if acc.is_main_process else Trackers({})
     result = train_loop(model, objective, examples, val_examples, out, resume=resume, show_progress=show_progress,
@@ -136,6 +141,7 @@ def train_stage(
         "val_examples": len(val_examples),
         **{k: v for k, v in result.__dict__.items()},
         "eval_loss_per_task": _last_task_losses(out / "metrics.jsonl"),
+        "records_dropped_or_truncated": dropped,
         "precision": precision.as_dict(),
     }
     raw = acc.unwrap_model(model)
