@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from attune.errors import AttuneError
+from attune.models.architecture import packing_ok
 from attune.train.attention import packed_attention
 from attune.train.batching import plan_epoch
 from attune.train.checkpoint import TrainState, list_checkpoints, load_checkpoint, save_checkpoint
@@ -186,7 +187,7 @@ def train_loop(
     acc = context.accelerator
     opts = context.options
     pad_id = context.tokenizer.pad_token_id
-    packable = bool(getattr(objective, "PACKABLE", False)) and opts.packing and not is_prompt_learning(model)
+    packable = bool(getattr(objective, "PACKABLE", False)) and opts.packing and not is_prompt_learning(model) and packing_ok(model)
     if not packable and getattr(objective, "PACKABLE", False):
         opts = opts.model_copy(update={"packing": False})
         context.options = opts
