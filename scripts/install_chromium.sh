@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install Debian's headless-capable Chromium for the report screenshot test (tests/test_eval_report_render.py).
+# Install Debian's headless-capable Chromium (and its chromedriver, which the studio's browser test drives through
+# Selenium) for the report screenshot test (tests/test_eval_report_render.py) and tests/test_studio_browser.py.
 # Best effort and idempotent: exits 0 when Chromium is already there, and also when it cannot be
 # installed (no apt-get, not root, no network); the test then skips and says why.
 #   scripts/install_chromium.sh          prints the browser path when one is available
@@ -10,7 +11,7 @@ find_browser() {
   done
   return 1
 }
-if find_browser; then exit 0; fi
+if find_browser >/dev/null && command -v chromedriver >/dev/null 2>&1; then find_browser; exit 0; fi
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "install_chromium: apt-get is not available; not installing Chromium" >&2; exit 0
 fi
@@ -24,7 +25,7 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 # A stale package list makes the install fail with 404s; refresh it first (best effort).
 $SUDO apt-get update -qq >/dev/null 2>&1 || echo "install_chromium: apt-get update failed; trying the cached lists" >&2
-if ! $SUDO apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null 2>&1; then
+if ! $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver fonts-dejavu-core >/dev/null 2>&1; then
   echo "install_chromium: apt-get install chromium failed" >&2; exit 0
 fi
 find_browser || true

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import yaml
 
 from attune.advise import Situation, advise, load_situation
@@ -30,6 +29,7 @@ def test_top_candidates_become_stages_from_base_and_strategies():
     assert stages["advise-lora"].train.lr == 2e-3 and stages["advise-lora"].sources[0].limit == 48
     few = next(c for c in recipe.compare if c.name == "few-shot")
     assert (few.strategy, few.k, few.selection, few.pool) == ("few-shot", 4, "similarity", "builtin:tickets-train")
+    assert few.pool_limit == 48  # the shots come from the same 48 records the LoRA trains on
     assert recipe.evaluate.max_examples == 5 and recipe.evaluate.tasks == ["builtin:tickets"]
 
 
@@ -50,25 +50,30 @@ def test_full_finetuning_gets_its_own_learning_rate_and_missing_data_is_reported
     assert "rag" not in methods
 
 
-def _m(method, utility, se, train_s=0.0, prompt=100.0, rule_rank=None):
-    return Measured(method, rule_rank, utility, None, utility, se, {"train_seconds": train_s, "prompt_tokens_per_query": prompt})
+def _m(method, hits, n=50, train_s=0.0, prompt=100.0, rule_rank=None, drop=0.0):
+    """A measured candidate that gets the first `hits` of `n` held-out examples right."""
+    scores = [1.0] * hits + [0.0] * (n - hits)
+    score = hits / n
+    return Measured(method, rule_rank, score, drop, score - drop, [scores], {"train_seconds": train_s, "prompt_tokens_per_query": prompt})
 
 
 def test_rerank_by_hand():
-    # lora 0.80 vs few-shot 0.78: se of the difference sqrt(0.04^2 + 0.04^2) = 0.057 > 0.02 -> a tie -> cheaper first
-    order = rerank([_m("lora", 0.80, 0.04, train_s=300, rule_rank=1), _m("few-shot", 0.78, 0.04, prompt=500, rule_rank=2),
-                    _m("zero-shot", 0.20, 0.04)])
+    # lora 40/50 vs few-shot 39/50, the same examples right but one: not significant -> a tie, both rank 1, cheaper first
+    order = rerank([_m("lora", 40, train_s=300, rule_rank=1), _m("few-shot", 39, prompt=500, rule_rank=2), _m("zero-shot", 10)])
     assert [m.method for m in order] == ["few-shot", "lora", "zero-shot"]
-    assert [m.evidence_rank for m in order] == [1, 2, 3]
-    # lora 0.90 vs few-shot 0.60 with se 0.03: difference 0.30 >> 0.042 -> lora first despite its cost
-    order = rerank([_m("few-shot", 0.60, 0.03, rule_rank=2), _m("lora", 0.90, 0.03, train_s=300, rule_rank=1)])
-    assert [m.method for m in order] == ["lora", "few-shot"]
+    assert [m.evidence_rank for m in order] == [1, 1, 2] and order[0].tied and not order[2].tied
+    assert verdict(order).startswith("confirmed as a tie: the rules' first choice lora is statistically tied with few-shot")
+    # lora 45/50 vs few-shot 30/50: significant -> lora first despite its cost
+    order = rerank([_m("few-shot", 30, rule_rank=2), _m("lora", 45, train_s=300, rule_rank=1)])
+    assert [m.method for m in order] == ["lora", "few-shot"] and order[1].p_vs_best < 0.05
     assert verdict(order).startswith("confirmed: the evidence ranks lora first")
-    order = rerank([_m("lora", 0.50, 0.01, train_s=300, rule_rank=1), _m("few-shot", 0.70, 0.01, rule_rank=2)])
-    assert verdict(order).startswith("overturned: the rules put lora first, the evidence puts few-shot first")
+    order = rerank([_m("lora", 20, train_s=300, rule_rank=1), _m("few-shot", 35, rule_rank=2)])
+    assert verdict(order).startswith("overturned: the rules put lora first, the evidence puts few-shot significantly ahead")
+    # forgetting shifts utility: lora's better score (45 vs 40) is undone by a 0.3 probe drop
+    order = rerank([_m("lora", 45, rule_rank=1, drop=0.3), _m("few-shot", 40, rule_rank=2)])
+    assert order[0].method == "few-shot" and not order[1].tied
 
 
-@pytest.mark.slow
 def test_evidence_on_the_builtin_scenario(tmp_path):
     """`attune advise --situation builtin:scenarios/ticket-triage --evidence ...` trains, scores and re-ranks."""
     from typer.testing import CliRunner
@@ -92,6 +97,7 @@ def test_evidence_on_the_builtin_scenario(tmp_path):
     assert {m["method"] for m in ev["measured"]} == {"lora", "few-shot", "zero-shot"}
     assert sorted(m["evidence_rank"] for m in ev["measured"]) == [1, 2, 3]
     assert ev["verdict"].startswith(("confirmed", "overturned"))
+    assert all("p_vs_best" in m and "ci" in m for m in ev["measured"])
     lora = next(m for m in ev["measured"] if m["method"] == "lora")
     assert lora["cost"]["train_seconds"] > 0 and lora["rule_rank"] == 1
 

@@ -66,15 +66,15 @@ def _result(tmp_path: Path, losses: dict[str, tuple[float, float]], probe: dict[
         {"name": "lora-replay", "objective": "cpt", "adapter": {"type": "lora"}, "replay": {"path": "g", "ratio": 0.5}},
         {"name": "full", "objective": "cpt", "adapter": {"type": "full"}},
     ]
-    run.mkdir(parents=True)
-    (run / "recipe.yaml").write_text(yaml.safe_dump({"name": "r", "stages": stages}))
+    recipe = parse_recipe({"name": "r", "model": "m", "stages": stages})
     candidates = []
     for name, (domain, general) in losses.items():
         tasks = [TaskResult("domain-ppl", "perplexity", {"loss": domain}), TaskResult("general-ppl", "perplexity", {"loss": general})]
         adapter = str(run / "stages" / name / "adapter") if name.startswith("lora") else None
         model = str(run / "stages" / name / "model") if name == "full" else "builtin:smollm2-135m-instruct"
-        candidates.append(CandidateResult(name, model, adapter, "zero-shot", tasks, probe.get(name, {})))
-    return CompareResult("r", run, candidates, probe["base"])
+        stage = None if name == "base" else name
+        candidates.append(CandidateResult(name, model, adapter, "zero-shot", tasks, probe.get(name, {}), stage=stage))
+    return CompareResult("r", run, candidates, probe["base"], stages={s.name: s for s in recipe.stages})
 
 
 def test_replay_points_are_gains_and_losses_against_the_base(tmp_path):
@@ -93,7 +93,7 @@ def test_replay_points_are_gains_and_losses_against_the_base(tmp_path):
 def test_no_replay_plot_without_cpt_stages_or_two_perplexity_tasks(tmp_path):
     losses = {"base": (3.0, 2.0), "lora": (2.0, 2.5)}
     result = _result(tmp_path, losses, {"base": {}})
-    result.candidates = [CandidateResult(c.name, c.model, c.adapter, c.strategy, c.tasks[:1]) for c in result.candidates]
+    result.candidates = [CandidateResult(c.name, c.model, c.adapter, c.strategy, c.tasks[:1], stage=c.stage) for c in result.candidates]
     assert replay_plots(result) == {}
 
 

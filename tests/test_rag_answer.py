@@ -9,7 +9,7 @@ import pytest
 
 from attune.models.generation import GenerationParams, HFGenerator
 from attune.rag import answer_question, build_index, open_index
-from attune.rag.answer import DEFAULT_THRESHOLD, IDK
+from attune.rag.answer import DEFAULT_COVERAGE, DEFAULT_THRESHOLD, IDK
 
 ROOT = Path(__file__).parents[1] / "src/attune/builtin"
 QUESTIONS = [json.loads(line) for line in (ROOT / "data/northwind-questions.jsonl").read_text().splitlines()]
@@ -67,10 +67,15 @@ def test_threshold_separates_corpus_questions_from_unrelated_ones(index):
     outside = [index.relevance(q) for q in UNRELATED]
     assert min(inside) > DEFAULT_THRESHOLD + 0.15
     assert max(outside) < DEFAULT_THRESHOLD - 0.1
+    # keyword coverage of unrelated questions (the other half of the abstention rule) stays well below its bar
+    coverage = [index.keyword_coverage(q, index.search(q, 5)) for q in [*UNRELATED, "What is the price of a Tesla battery?"]]
+    assert max(coverage) < DEFAULT_COVERAGE - 0.2
 
 
 def test_answer_with_a_real_transformers_generator(index, tiny_model, tokenizer):
     gen = HFGenerator(tiny_model, tokenizer, "tiny")
-    result = answer_question(index, "Which coin cell does the Door Sensor D3 use?", gen, k=2, params=GenerationParams(max_new_tokens=8))
+    result = answer_question(
+        index, "Which coin cell does the Door Sensor D3 use?", gen, k=2, params=GenerationParams(max_new_tokens=8), answer="generative"
+    )
     assert len(result.passages) == 2 and result.passages[0].doc == "door-sensor-d3.md"
     assert "[1] " in gen.render(result.prompt) and isinstance(result.answer, str)

@@ -271,7 +271,9 @@ def test_vllm_command(tiny_model, tiny_model_dir, tmp_path):
     cmd = vllm_command(settings, "/models/tiny")
     assert cmd[:3] == ["vllm", "serve", "/models/tiny"]
     flags = dict(zip(cmd[3::2], cmd[4::2]))
-    assert flags["--port"] == "9000" and flags["--served-model-name"] == "tiny-model" and flags["--max-num-seqs"] == "32"
+    assert flags["--port"] == "9000" and flags["--max-num-seqs"] == "32"
+    names = cmd.index("--served-model-name")
+    assert cmd[names + 1: names + 3] == [str(tiny_model_dir), "tiny-model"]  # the -m string as given, then the alias
     assert "--enable-lora" in cmd and cmd[cmd.index("--max-lora-rank") + 1] == "16"  # rank 12 rounded up to vLLM's 16
     lora = cmd[cmd.index("--lora-modules") + 1: cmd.index("--lora-modules") + 3]
     assert lora == [f"billing={a.resolve()}", f"legal={b.resolve()}"]

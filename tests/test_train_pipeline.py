@@ -93,11 +93,13 @@ def _cli(*args: str) -> list[str]:
 @pytest.mark.timeout(600)
 def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path, tiny_model_dir):
     """Kill `attune train` with SIGKILL after a checkpoint; `--resume` ends with the same weights (atol 1e-6)."""
+    from safetensors.torch import load_file
+
     recipe = _recipe(tmp_path, tiny_model_dir, max_steps=12, save_every=2, epochs=50)
     subprocess.run(_cli("train", str(recipe), "--no-progress"), env=ENV, check=True, capture_output=True)
     reference = load_recipe(recipe)
     full_run = (tmp_path / "runs" / "tiny" / "latest").resolve()
-    full = torch.load(list_checkpoints(full_run / "stages" / "sft" / "checkpoints")[-1] / "trainable.pt")
+    full = load_file(list_checkpoints(full_run / "stages" / "sft" / "checkpoints")[-1] / "trainable.safetensors")
 
     proc = subprocess.Popen(_cli("train", str(recipe), "--no-progress"), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -115,7 +117,7 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path, tiny_model_
     assert killed_run is not None
     assert not (killed_run / "stages" / "sft" / "summary.json").exists()  # really killed mid-run
     subprocess.run(_cli("train", str(recipe), "--resume", str(killed_run), "--no-progress"), env=ENV, check=True, capture_output=True)
-    resumed = torch.load(list_checkpoints(killed_run / "stages" / "sft" / "checkpoints")[-1] / "trainable.pt")
+    resumed = load_file(list_checkpoints(killed_run / "stages" / "sft" / "checkpoints")[-1] / "trainable.safetensors")
     assert reference.stages[0].train.max_steps == 12
     for name, value in full.items():
         assert torch.allclose(value, resumed[name], atol=1e-6), name

@@ -44,6 +44,7 @@ def _register() -> None:
     app.command("export")(train_commands.export)
     app.command("serve")(__import__("attune.serve.commands", fromlist=["serve"]).serve)
     app.command("advise")(__import__("attune.advise.commands", fromlist=["advise_command"]).advise_command)
+    app.command("studio")(__import__("attune.studio.commands", fromlist=["studio"]).studio)
 
 
 _register()

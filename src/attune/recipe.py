@@ -127,8 +127,12 @@ class Candidate(StrictModel):
     model: str | None = Field(None, description="another model reference (default: the recipe's model)")
     k: int | None = Field(None, gt=0, description="few-shot examples / RAG passages")
     selection: Literal["random", "similarity"] | None = None
-    pool: str | None = Field(None, description="few-shot example pool (default: the first stage's data)")
+    pool: str | None = Field(None, description="few-shot example pool (default: the first stage's data, its limit kept)")
+    pool_limit: int | None = Field(None, gt=0, description="few-shot: use only the pool's first N records (as a stage's `limit:`)")
     index: str | None = Field(None, description="rag: an index dir or documents to index")
+    answer: Literal["auto", "extractive", "generative"] | None = Field(
+        None, description="rag: generate the answer, quote the best retrieved sentence, or auto (by reader size; the task's default)"
+    )
     system: str | None = None
 
     @model_validator(mode="after")

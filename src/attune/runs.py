@@ -11,6 +11,7 @@
         summary.json           trainable params, tokens seen, wall time, final losses
         tb/                    TensorBoard event files
       eval.json, compare.json, report.md, report.html, plots/
+      train.pid, .train.lock   while a process trains it (a second trainer is refused)
     runs/<recipe-name>/latest -> the newest run dir
 """
 
@@ -19,6 +20,8 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,3 +89,45 @@ def stage_output(run_dir: str | Path, stage: str) -> StageOutput:
 def latest_run(output_dir: str | Path, name: str) -> Path | None:
     p = Path(output_dir) / name / "latest"
     return p.resolve() if p.exists() else None
+
+
+def training_pid(run_dir: str | Path) -> int | None:
+    """The id of the live process training `run_dir` now, or None."""
+    try:
+        pid = int((Path(run_dir) / "train.pid").read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def busy_error(run_dir: Path, pid: int | None) -> AttuneError:
+    who = f"process {pid}" if pid else "another process"
+    return AttuneError(f"{run_dir} is already being trained by {who}; wait for it to finish or stop it, "
+                       "then resume (two trainers on one run dir would overwrite each other's checkpoints)")
+
+
+def check_not_training(run_dir: str | Path) -> None:
+    """Refuse to start on a run dir another process is training (the message `training_lock` gives)."""
+    if (pid := training_pid(run_dir)) is not None:
+        raise busy_error(Path(run_dir), pid)
+
+
+@contextmanager
+def training_lock(run_dir: str | Path) -> Iterator[None]:
+    """Hold `run_dir`'s lock while training; a second trainer gets a clear error and writes nothing."""
+    from filelock import FileLock, Timeout
+
+    run_dir = Path(run_dir)
+    lock = FileLock(str(run_dir / ".train.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise busy_error(run_dir, training_pid(run_dir)) from None
+    pid_file = run_dir / "train.pid"
+    pid_file.write_text(str(os.getpid()))
+    try:
+        yield
+    finally:
+        pid_file.unlink(missing_ok=True)
+        lock.release()

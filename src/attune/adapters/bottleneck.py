@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
 from pydantic import Field
-from torch import nn
 
 from attune.adapters.base import AdapterConfig, register
 from attune.errors import AttuneError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 CONFIG_FILE = "bottleneck_config.json"
 WEIGHTS_FILE = "bottleneck.safetensors"
@@ -34,28 +35,6 @@ class BottleneckConfig(AdapterConfig):
     activation: Literal["relu", "gelu", "silu"] = "relu"
 
 
-class Bottleneck(nn.Module):
-    def __init__(self, hidden: int, size: int, activation: str) -> None:
-        super().__init__()
-        self.down = nn.Linear(hidden, size)
-        self.up = nn.Linear(size, hidden)
-        self.act = {"relu": nn.ReLU(), "gelu": nn.GELU(), "silu": nn.SiLU()}[activation]
-        nn.init.zeros_(self.up.weight)
-        nn.init.zeros_(self.up.bias)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return h + self.up(self.act(self.down(h)))
-
-
-def _hook(adapter: Bottleneck):
-    def add(_module: nn.Module, _args: object, output: object):
-        if isinstance(output, tuple):
-            return (adapter(output[0]), *output[1:])
-        return adapter(output)
-
-    return add
-
-
 def _blocks(model: nn.Module) -> list[nn.Module]:
     blocks = [m for m in model.modules() if hasattr(m, "self_attn") and hasattr(m, "mlp")]
     if not blocks:
@@ -64,6 +43,8 @@ def _blocks(model: nn.Module) -> list[nn.Module]:
 
 
 def attach(model: nn.Module, cfg: BottleneckConfig) -> nn.Module:
+    from attune.adapters.bottleneck_layer import Bottleneck, residual_hook
+
     hidden = model.config.hidden_size
     size = max(1, hidden // cfg.reduction)
     places = ("self_attn", "mlp") if cfg.variant == "houlsby" else ("mlp",)
@@ -71,7 +52,7 @@ def attach(model: nn.Module, cfg: BottleneckConfig) -> nn.Module:
         for place in places:
             adapter = Bottleneck(hidden, size, cfg.activation).to(next(block.parameters()).device)
             block.add_module(PREFIX + place, adapter)
-            getattr(block, place).register_forward_hook(_hook(adapter))
+            getattr(block, place).register_forward_hook(residual_hook(adapter))
     model.attune_bottleneck_config = cfg
     return model
 

@@ -7,6 +7,8 @@
     methods.py    the methods ranked, their adapter shapes and standing risks
     plan.py       every method's cost in one situation (the adapter shape that fits)
     rules.py      blockers + scoring rules -> the ranked list with reasons
+    probe.py      this machine measured (matmul, one prefill and decode step), cached
+    datacounts.py examples / tokens counted from the user's data with the model's tokenizer
     evidence.py   `--evidence RECIPE`: compare the top candidates on held-out data, re-rank
     render.py     Markdown output;  commands.py  `attune advise`
 """
@@ -18,7 +20,16 @@ from attune.advise.situation import Situation, load_situation, parse_situation
 
 
 def advise(situation: Situation) -> Advice:
-    """Rank every method for `situation` (no model weights are loaded; configs only)."""
+    """Rank every method for `situation`.
+
+    With `data`, the counts measured on that file fill every count the situation does not set
+    explicitly. For `hardware: cpu` the probe may load the model once per machine (`probe.py`).
+    """
+    if situation.data:
+        from attune.advise.datacounts import counts_from_data
+
+        counted = counts_from_data(situation.data, situation.model)
+        situation = situation.model_copy(update={k: v for k, v in counted.items() if k not in situation.model_fields_set})
     return rank(situation)
 
 

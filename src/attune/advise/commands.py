@@ -87,6 +87,12 @@ def _run(situation_file: Optional[str], evidence: Optional[str], top: int, max_e
 
         recipe = load_recipe(evidence)
         data.setdefault("model", recipe.model)
+    if data.get("data") or recipe is not None:
+        from attune.advise.datacounts import counts_from_data, counts_from_recipe
+
+        counted = counts_from_data(data["data"], data.get("model")) if data.get("data") else counts_from_recipe(recipe)
+        data.update({k: v for k, v in counted.items() if k not in given})  # flags win; counts beat a file's guesses
+        data.pop("data", None)  # counted once, here
     situation = parse_situation(data, situation_file or "flags")
     advice = advise(situation)
     text = advice_markdown(advice)

@@ -8,17 +8,18 @@ shape, trained from the base model (`start: base`, so candidates do not chain). 
 always measured as the baseline. `attune.evaluate.compare.run_compare` does the measuring.
 
 Re-ranking: utility = task score - weight x forgetting (probe drop vs the base; the weight
-follows the user's forgetting tolerance). Two candidates whose utilities differ by less than
-one standard error of the difference (sqrt(se1^2 + se2^2), se = sqrt(p(1-p)/n) over the n
-held-out examples) are a tie, and a tie goes to the cheaper one (training seconds, then prompt
-tokens per query). The verdict says whether the rules' first choice was confirmed.
+follows the user's forgetting tolerance). Every candidate is compared with the best by the
+paired bootstrap on the same held-out examples (`evaluate/stats.py`; the forgetting term is a
+constant shift of the difference). Candidates whose difference from the best is not
+significant at 95 % are tied with it and share rank 1, listed cheapest first (training
+seconds, then prompt tokens per query): a tie stays a tie. The verdict says whether the rules'
+first choice is among the best (confirmed) or significantly below it (overturned).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,9 +41,12 @@ class Measured:
     score: float
     forgetting: float | None
     utility: float
-    se: float
+    scores: list[list[float]]  # per task, each held-out example's score (what the paired test resamples)
     cost: dict[str, Any]
     evidence_rank: int = 0
+    ci: float = 0.0  # half the 95 % bootstrap interval of the score
+    tied: bool = False  # statistically tied with the best utility (the best is tied with itself)
+    p_vs_best: float | None = None
 
 
 @dataclass
@@ -54,7 +58,7 @@ class Evidence:
 
     def to_dict(self) -> dict[str, Any]:
         return {"run_dir": str(self.run_dir), "verdict": self.verdict, "skipped": self.skipped,
-                "measured": [m.__dict__ for m in self.measured]}
+                "measured": [{k: v for k, v in m.__dict__.items() if k != "scores"} for m in self.measured]}
 
 
 def _stage_of(recipe: Recipe, objective: str):
@@ -90,10 +94,11 @@ def candidate_for(method: str, recipe: Recipe) -> tuple[list[dict[str, Any]], di
         return [], {"name": method, "strategy": "zero-shot"}, ""
     if method == "few-shot":
         sft = _stage_of(recipe, "sft")
-        pool = sft.sources[0].path if sft and sft.sources else None
-        if pool is None:
+        if not (sft and sft.sources):
             return [], None, "the recipe has no sft stage whose data could be the example pool"
-        return [], {"name": method, "strategy": "few-shot", "k": 4, "selection": "similarity", "pool": pool}, ""
+        source = sft.sources[0]  # the shots come from the same records the trained candidates see
+        pool = {"pool": source.path} | ({"pool_limit": source.limit} if source.limit else {})
+        return [], {"name": method, "strategy": "few-shot", "k": 4, "selection": "similarity", **pool}, ""
     needs_rag = method in ("rag", "rag+lora")
     if needs_rag and importlib.util.find_spec("attune.rag") is None:
         return [], None, "the rag strategy is not installed in this build"
@@ -148,44 +153,56 @@ def evidence_recipe(advice: Advice, recipe: Recipe, top: int, max_examples: int 
     return parse_recipe(data, base_dir=recipe.base_dir, source=f"advise evidence for {recipe.name}"), skipped, methods
 
 
-def _se(score: float, n: int) -> float:
-    p = min(max(score, 0.0), 1.0)
-    return math.sqrt(p * (1 - p) / max(n, 1))
+def _cost(m: Measured) -> tuple[float, float, float]:
+    return (m.cost.get("train_seconds") or 0, m.cost.get("prompt_tokens_per_query") or 0, -m.utility)
 
 
-def rerank(measured: list[Measured]) -> list[Measured]:
-    """Best utility first; a statistical tie goes to the cheaper candidate (see the module docstring)."""
-    left, order = list(measured), []
-    while left:
-        best = max(left, key=lambda m: m.utility)
-        ties = [m for m in left if best.utility - m.utility <= math.sqrt(best.se ** 2 + m.se ** 2)]
-        pick = min(ties, key=lambda m: (m.cost.get("train_seconds") or 0, m.cost.get("prompt_tokens_per_query") or 0,
-                                        -m.utility))
-        order.append(pick)
-        left.remove(pick)
-    for i, m in enumerate(order, 1):
+def rerank(measured: list[Measured], seed: int = 0) -> list[Measured]:
+    """The best utility and every candidate statistically tied with it share rank 1 (cheapest listed first);
+    the others follow by utility (see the module docstring)."""
+    from attune.evaluate.stats import bootstrap_interval, paired_test
+
+    best = max(measured, key=lambda m: m.utility)
+    for m in measured:
+        m.ci = bootstrap_interval(m.scores, seed=seed).half_width
+        if m is best:
+            m.tied, m.p_vs_best = True, None
+            continue
+        shift = (m.utility - m.score) - (best.utility - best.score)  # the forgetting penalties, constant per candidate
+        test = paired_test(m.scores, best.scores, seed=seed, shift=shift)
+        m.tied, m.p_vs_best = test.tied, test.p_value
+    tied = sorted((m for m in measured if m.tied), key=_cost)
+    rest = sorted((m for m in measured if not m.tied), key=lambda m: -m.utility)
+    for m in tied:
+        m.evidence_rank = 1
+    for i, m in enumerate(rest, 2):
         m.evidence_rank = i
-    return order
+    return tied + rest
 
 
 def verdict(order: list[Measured]) -> str:
-    """Whether the measured winner is the method the rules ranked highest among those measured."""
+    """Whether the rules' highest-ranked measured method is among the best by the paired test."""
     rules_first = next((m for m in sorted(order, key=lambda m: m.rule_rank or 10**6) if m.rule_rank), None)
-    winner = order[0]
     if rules_first is None:
         return "nothing the rules recommended could be measured"
-    if winner.method == rules_first.method:
-        return (f"confirmed: the evidence ranks {winner.method} first, as the rules did "
-                f"(score {winner.score:.3f}, utility {winner.utility:.3f})")
-    return (f"overturned: the rules put {rules_first.method} first, the evidence puts {winner.method} first "
-            f"(utility {winner.utility:.3f} vs {rules_first.utility:.3f}"
-            + ("; a statistical tie, decided by cost" if winner.utility < rules_first.utility else "") + ")")
+    best = max(order, key=lambda m: m.utility)
+    tied = [m for m in order if m.tied]
+    if rules_first.tied and len(tied) == 1:
+        return (f"confirmed: the evidence ranks {best.method} first, as the rules did, significantly ahead of the rest "
+                f"(score {best.score:.3f} ± {best.ci:.3f}, utility {best.utility:.3f})")
+    if rules_first.tied:
+        others = ", ".join(m.method for m in tied if m is not rules_first)
+        return (f"confirmed as a tie: the rules' first choice {rules_first.method} is statistically tied with {others} "
+                f"(paired bootstrap, 95 %); the cheapest of them is {tied[0].method}")
+    return (f"overturned: the rules put {rules_first.method} first, the evidence puts {best.method} significantly ahead "
+            f"(utility {best.utility:.3f} vs {rules_first.utility:.3f}, paired bootstrap p = {rules_first.p_vs_best:.3f})")
 
 
 def run_evidence(advice: Advice, recipe: Recipe, *, top: int = 3, max_examples: int | None = None) -> Evidence:
     """Train and score the top candidates, re-rank them, and write advice-evidence.json into the run."""
     from attune.evaluate.compare import run_compare
-    from attune.evaluate.report import forgetting
+    from attune.evaluate.results import forgetting
+    from attune.evaluate.significance import example_scores
 
     compare_recipe, skipped, methods = evidence_recipe(advice, recipe, top, max_examples)
     result = run_compare(compare_recipe)
@@ -193,10 +210,9 @@ def run_evidence(advice: Advice, recipe: Recipe, *, top: int = 3, max_examples: 
     weight = FORGETTING_WEIGHT[advice.situation.forgetting_tolerance]
     measured = []
     for c in result.candidates:
-        n = sum(len(t.rows) for t in c.tasks) or 1
         drop = forgetting(c, result.base_probe)
         utility = c.score - weight * max(0.0, drop or 0.0)
-        measured.append(Measured(c.name, rule_rank.get(c.name), c.score, drop, utility, _se(c.score, n), c.cost))
+        measured.append(Measured(c.name, rule_rank.get(c.name), c.score, drop, utility, example_scores(c), c.cost))
     order = rerank(measured)
     ev = Evidence(result.run_dir, order, skipped, verdict(order))
     (Path(result.run_dir) / "advice-evidence.json").write_text(json.dumps(ev.to_dict(), indent=2, default=str))

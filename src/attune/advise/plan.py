@@ -108,10 +108,22 @@ def _added_tokens(s: Situation, method: str) -> int:
     return 0
 
 
+def machine(s: Situation, shape: ModelShape | None) -> Hardware:
+    """The hardware profile; for `cpu` (unless `calibrate: off`), this machine as the probe measured it (`probe.py`)."""
+    hw = get_hardware(s.hardware, s.gpu_count, s.gpu_memory_gb)
+    if hw.kind != "cpu" or s.calibrate == "off":
+        return hw
+    from attune.advise.probe import calibrated, probe_machine
+
+    local = s.model if s.model and s.has_weights else None
+    probe = probe_machine(local, shape.compute_params if shape and local else None, fresh=s.calibrate == "fresh")
+    return calibrated(hw, probe, shape.params * hw.dtype_bytes if shape and probe.decode_s_per_token else None)
+
+
 def plan(s: Situation) -> Facts:
     """Resolve the model and hardware, then cost every method."""
     shape = resolve_shape(s.model, s.model_size)
-    hw = get_hardware(s.hardware, s.gpu_count, s.gpu_memory_gb)
+    hw = machine(s, shape)
     costs = {}
     for method in METHODS.values():
         cost = MethodCost(method.id, shape=shape)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from attune.advise.evidence import Evidence
 from attune.advise.rules import Advice, Option
-from attune.evaluate.report import _md_table
+from attune.evaluate.render import md_table
 
 
 def _situation_line(a: Advice) -> str:
@@ -46,13 +46,14 @@ def advice_markdown(a: Advice, top: int = 5) -> str:
 
 
 def evidence_markdown(ev: Evidence) -> str:
-    header = ["method", "rules rank", "score", "forgetting", "utility", "± se", "train s", "prompt tok/query", "latency s",
-              "evidence rank"]
-    rows = [[m.method, str(m.rule_rank or "baseline"), f"{m.score:.3f}",
-             "—" if m.forgetting is None else f"{m.forgetting:+.3f}", f"{m.utility:.3f}", f"{m.se:.3f}",
+    header = ["method", "rules rank", "score ± 95 %", "forgetting", "utility", "vs best", "train s", "prompt tok/query",
+              "latency s", "evidence rank"]
+    rows = [[m.method, str(m.rule_rank or "baseline"), f"{m.score:.3f} ± {m.ci:.3f}",
+             "—" if m.forgetting is None else f"{m.forgetting:+.3f}", f"{m.utility:.3f}",
+             "best" if m.p_vs_best is None else f"{'tied' if m.tied else 'below'} (p={m.p_vs_best:.2f})",
              f"{m.cost.get('train_seconds') or 0:.0f}", f"{m.cost.get('prompt_tokens_per_query') or 0:.0f}",
              f"{m.cost.get('latency_per_query') or 0:.2f}", str(m.evidence_rank)] for m in ev.measured]
-    lines = ["## Evidence (measured on your held-out data)", "", *_md_table(header, rows), "", f"**Verdict**: {ev.verdict}.", ""]
+    lines = ["## Evidence (measured on your held-out data)", "", *md_table(header, rows), "", f"**Verdict**: {ev.verdict}.", ""]
     lines += [f"- not measured: **{k}**: {v}" for k, v in ev.skipped.items()]
     lines += ["", f"Run: `{ev.run_dir}` (report.html, compare.json, advice-evidence.json)", ""]
     return "\n".join(lines)

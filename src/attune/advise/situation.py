@@ -59,6 +59,14 @@ class Situation(StrictModel):
     seq_len: int = Field(1024, gt=8, description="training sequence length")
     batch_size: int = Field(1, gt=0, description="sequences per micro-batch")
     epochs: float = Field(3.0, gt=0, description="passes over labelled data")
+    data: str | None = Field(
+        None, description="your data file: examples, pairs or corpus tokens and tokens per example are counted from it "
+        "(with the model's tokenizer), overriding the situation file's counts"
+    )
+    calibrate: Literal["cached", "fresh", "off"] = Field(
+        "cached", description="hardware cpu: probe this machine (matmul, one prefill and decode step of the model) instead "
+        "of the fixed profile: cached (measure once per machine), fresh (measure again now), off"
+    )
 
     @field_validator("hardware")
     @classmethod

@@ -5,8 +5,22 @@ rendered with the tokenizer's chat template, and each assistant turn's character
 text between "everything before it + generation prompt" and "everything up to and including
 it" (so the span holds the reply and the template's end-of-turn marker, which teaches the model
 to stop; whitespace after the marker is left out). The text is tokenized piece by piece, cut at
-those span edges. Tokenizers without a chat template use a plain "User:/Assistant:" fallback
-with EOS after each reply.
+those span edges.
+
+A model without a chat template (a pretrained-only base such as Gemma-3-270M) gets attune's plain
+template, the same in training, generation, evaluation and serving, so a base model instruction-tuned
+here answers in the format it was trained on:
+
+    User: What is the capital of France?
+    Assistant: Paris.<eos>
+
+The generation prompt ends at "Assistant:" (no trailing space: a base model predicts " Paris" after
+"Assistant:", but nothing sensible after "Assistant: "), and "\nUser:" is a stop string, because a
+base model that never learned to emit EOS goes on writing the next turn itself.
+
+Every token sequence that starts a document gets the special prefix the tokenizer adds on its own
+(Gemma's and Llama's BOS; nothing for SmolLM2): Gemma without BOS produces garbage. Text rendered by
+a chat template that already writes the BOS is not given a second one.
 """
 
 from __future__ import annotations
@@ -36,20 +50,50 @@ class EncodedPreference:
     truncated: bool
 
 
-def _has_template(tokenizer: Any) -> bool:
+PLAIN_ROLES = {"system": "System", "user": "User", "assistant": "Assistant"}
+PLAIN_STOP = "\nUser:"
+
+
+def has_template(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
 def render_chat(tokenizer: Any, messages: list[Message], add_generation_prompt: bool = False) -> str:
-    """The exact text a model sees for `messages`."""
-    if _has_template(tokenizer):
+    """The exact text a model sees for `messages`: its chat template, else the plain template above."""
+    if has_template(tokenizer):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
-    names = {"system": "System", "user": "User", "assistant": "Assistant"}
     eos = tokenizer.eos_token or ""
     text = "".join(
-        f"{names[m['role']]}: {m['content']}" + (eos if m["role"] == "assistant" else "") + "\n" for m in messages
+        f"{PLAIN_ROLES[m['role']]}: {m['content']}" + (eos if m["role"] == "assistant" else "") + "\n" for m in messages
     )
-    return text + ("Assistant: " if add_generation_prompt else "")
+    return text + ("Assistant:" if add_generation_prompt else "")
+
+
+def chat_stop(tokenizer: Any) -> list[str]:
+    """Stop strings a chat prompt needs beyond EOS: the plain template's next-turn marker."""
+    return [] if has_template(tokenizer) else [PLAIN_STOP]
+
+
+def special_prefix(tokenizer: Any) -> list[int]:
+    """The special token ids the tokenizer puts before any text (a BOS), found by asking it."""
+    plain = _plain_ids(tokenizer, "a")
+    full = tokenizer("a")["input_ids"]
+    for i in range(len(full) - len(plain) + 1):
+        if full[i : i + len(plain)] == plain:
+            return list(full[:i])
+    return []
+
+
+def missing_prefix(tokenizer: Any, ids: list[int]) -> list[int]:
+    """The special prefix, unless `ids` already start with it (a template that writes the BOS itself)."""
+    prefix = special_prefix(tokenizer)
+    return [] if ids[: len(prefix)] == prefix else prefix
+
+
+def document_ids(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of `text` as the start of a document: the tokenizer's special prefix, then the text."""
+    ids = _plain_ids(tokenizer, text)
+    return missing_prefix(tokenizer, ids) + ids
 
 
 def _assistant_spans(tokenizer: Any, messages: list[Message], supervise: Supervise) -> tuple[str, list[tuple[int, int]]]:
@@ -93,6 +137,8 @@ def encode_chat(tokenizer: Any, messages: list[Message], *, max_length: int, sup
                 ids += piece
                 labels += piece if learn else [IGNORE] * len(piece)
         at = end
+    prefix = missing_prefix(tokenizer, ids)
+    ids, labels = prefix + ids, [IGNORE] * len(prefix) + labels
     truncated = len(ids) > max_length
     return Encoded(ids[:max_length], labels[:max_length], truncated)
 
@@ -107,16 +153,18 @@ def _eos(tokenizer: Any) -> list[int]:
 
 def encode_completion(tokenizer: Any, prompt: str, completion: str, *, max_length: int) -> Encoded:
     """Raw prompt + completion + EOS; loss on the completion and EOS only."""
-    p = _plain_ids(tokenizer, prompt) if prompt else []
+    p = document_ids(tokenizer, prompt)
     c = _plain_ids(tokenizer, completion) + _eos(tokenizer)
     ids, labels = p + c, [IGNORE] * len(p) + c
     return Encoded(ids[:max_length], labels[:max_length], len(ids) > max_length)
 
 
 def encode_text(tokenizer: Any, text: str, *, max_length: int) -> Encoded:
-    """Raw text + EOS, every token supervised (continued pretraining, perplexity)."""
-    ids = _plain_ids(tokenizer, text) + _eos(tokenizer)
-    return Encoded(ids[:max_length], list(ids[:max_length]), len(ids) > max_length)
+    """Raw text + EOS, every token after the special prefix supervised (continued pretraining)."""
+    body = _plain_ids(tokenizer, text) + _eos(tokenizer)
+    prefix = missing_prefix(tokenizer, body)
+    ids, labels = prefix + body, [IGNORE] * len(prefix) + body
+    return Encoded(ids[:max_length], labels[:max_length], len(ids) > max_length)
 
 
 def encode_record(tokenizer: Any, record: Record, *, max_length: int, supervise: Supervise = "assistant") -> Encoded:
@@ -132,7 +180,7 @@ def encode_record(tokenizer: Any, record: Record, *, max_length: int, supervise:
 
 def encode_prompt(tokenizer: Any, messages: list[Message]) -> list[int]:
     """The generation prompt (template + assistant header) for RL rollouts and distillation."""
-    return _plain_ids(tokenizer, render_chat(tokenizer, messages, add_generation_prompt=True))
+    return document_ids(tokenizer, render_chat(tokenizer, messages, add_generation_prompt=True))
 
 
 def _reply_ids(tokenizer: Any, prompt: list[Message], prompt_text: str, reply: str) -> list[int]:
@@ -145,7 +193,7 @@ def _reply_ids(tokenizer: Any, prompt: list[Message], prompt_text: str, reply: s
 def encode_preference(tokenizer: Any, record: PreferenceRecord, *, max_length: int) -> EncodedPreference:
     """Prompt ids and the two reply ids (with end-of-turn); the prompt is cut from the left first."""
     prompt_text = render_chat(tokenizer, record.prompt, add_generation_prompt=True)
-    prompt = _plain_ids(tokenizer, prompt_text)
+    prompt = document_ids(tokenizer, prompt_text)
     chosen = _reply_ids(tokenizer, record.prompt, prompt_text, record.chosen)
     rejected = _reply_ids(tokenizer, record.prompt, prompt_text, record.rejected)
     longest = max(len(chosen), len(rejected))

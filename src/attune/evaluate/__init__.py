@@ -1,6 +1,5 @@
-"""Evaluation: tasks, metrics, the runner, the forgetting probe, compare and the report."""
+"""Evaluation: tasks, metrics, the runner, the forgetting probe, compare and the report.
 
-from attune.evaluate.runner import TaskResult, run_task
-from attune.evaluate.tasks import Task, TaskSpec, load_task
-
-__all__ = ["Task", "TaskResult", "TaskSpec", "load_task", "run_task"]
+Import the module you need (`attune.evaluate.runner`, `.compare`, ...): this package imports
+nothing itself, so reading a result or rendering a table never loads torch.
+"""

@@ -23,32 +23,21 @@ def eval_command(
     pool: Optional[str] = typer.Option(None, "--pool", help="few-shot pool: a task or data file"),
     index: Optional[str] = typer.Option(None, "--index", help="rag: an index directory"),
     system: Optional[str] = typer.Option(None, "--system", help="system prompt"),
+    answer: Optional[str] = typer.Option(
+        None, "--answer", help="rag: generative | extractive (quote the best passage sentence) | auto (extractive for readers "
+        "under 1B parameters); default: the task's `answer:`, else auto"
+    ),
     limit: Optional[int] = typer.Option(None, "--limit", help="first N examples per task"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="write results (with every example) as JSON"),
 ) -> None:
     """Score a model (+ adapter, + prompting strategy) on eval tasks; tasks are validated before the model loads."""
-    from attune.evaluate.pools import pool_from_path
-    from attune.evaluate.runner import run_task
-    from attune.evaluate.tasks import load_task
-    from attune.models import load_generator
-    from attune.prompting import StrategyContext, build_strategy
+    from attune.api import evaluate
 
-    loaded = [load_task(t) for t in tasks]
-    for task in loaded:
-        if limit:
-            task.examples = task.examples[:limit]
-    context = StrategyContext(pool=pool_from_path(pool) if pool else None, base_dir=Path("."))
-    options = {"k": k, "selection": selection, "index": index, "system": system}
-    generator = load_generator(model, adapter)
-    results = []
-    for task in loaded:
-        task_context = StrategyContext(
-            pool=context.pool, base_dir=context.base_dir, system=system or task.spec.system, template=task.spec.template
-        )
-        strat = build_strategy(strategy, options, task_context)
-        with console.status(f"{task.name}: {len(task.examples)} examples ..."):
-            results.append(run_task(generator, task, strat))
-    table = Table(title=f"{generator.name} · {strategy}")
+    options = {"k": k, "selection": selection, "pool": pool, "index": index, "system": system, "answer": answer}
+    with console.status(f"evaluating {len(tasks)} task(s) ..."):
+        result = evaluate(tasks, model=model, adapter=adapter, strategy=strategy, limit=limit, options=options)
+    results = result.tasks
+    table = Table(title=f"{model} · {strategy}")
     table.add_column("task")
     table.add_column("metric")
     table.add_column("score", justify="right")
@@ -57,8 +46,7 @@ def eval_command(
             table.add_row(r.task, name, f"{value:.3f}")
     console.print(table)
     if out:
-        payload = {"model": model, "adapter": adapter, "strategy": strategy, "results": [r.to_dict() for r in results]}
-        out.write_text(json.dumps(payload, indent=2, default=str))
+        out.write_text(json.dumps(result.to_dict(), indent=2, default=str))
         console.print(f"results written to {out}")
 
 
@@ -67,11 +55,10 @@ def compare_command(
     run: Optional[Path] = typer.Option(None, "--run", help="use this trained run instead of training first"),
 ) -> None:
     """Score every candidate (prompting, trained stages, both) on the same tasks; write compare.json and a report."""
-    from attune.evaluate.compare import run_compare
-    from attune.evaluate.report import table_rows
-    from attune.recipe import load_recipe
+    from attune.api import compare
+    from attune.evaluate.report import table_rows, verdict_text
 
-    result = run_compare(load_recipe(recipe), run)
+    result = compare(recipe, run=run)
     header, rows = table_rows(result)
     table = Table(title=f"compare: {result.recipe}")
     for h in header:
@@ -79,4 +66,5 @@ def compare_command(
     for r in rows:
         table.add_row(*r)
     console.print(table)
+    console.print(f"[bold]Verdict[/bold]: {verdict_text(result)}", highlight=False)
     console.print(f"report: [bold]{result.run_dir / 'report.html'}[/bold] (and report.md, compare.json)")

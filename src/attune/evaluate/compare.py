@@ -11,44 +11,19 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from attune.errors import AttuneError
-from attune.evaluate.runner import TaskResult, run_task
+from attune.evaluate.report import write_report
+from attune.evaluate.results import CandidateResult, CompareResult
+from attune.evaluate.runner import run_task
 from attune.evaluate.tasks import Task, load_task
 from attune.recipe import Candidate, Recipe
 
 console = Console(stderr=True)
-
-
-@dataclass
-class CandidateResult:
-    name: str
-    model: str
-    adapter: str | None
-    strategy: str
-    tasks: list[TaskResult]
-    probe: dict[str, float] = field(default_factory=dict)
-    cost: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def score(self) -> float:
-        """The headline score: mean of each task's first metric."""
-        firsts = [next(iter(t.metrics.values())) for t in self.tasks if t.metrics]
-        return sum(firsts) / len(firsts) if firsts else 0.0
-
-
-@dataclass
-class CompareResult:
-    recipe: str
-    run_dir: Path
-    candidates: list[CandidateResult]
-    base_probe: dict[str, float]
-    training: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # stage -> its metrics.jsonl rows
 
 
 def candidate_name(c: Candidate) -> str:
@@ -91,11 +66,12 @@ def _pool(recipe: Recipe, c: Candidate) -> list[dict] | None:
     from attune.evaluate.pools import pool_from_path
 
     if c.pool:
-        return pool_from_path(c.pool, recipe.base_dir)
+        return pool_from_path(c.pool, recipe.base_dir, limit=c.pool_limit)
     first = next((s for s in recipe.stages if s.sources), None)
     if first is None:
         return None
-    return pool_from_path(first.sources[0].path, recipe.base_dir)
+    source = first.sources[0]  # the records training sees: its `limit:` holds for the shots too
+    return pool_from_path(source.path, recipe.base_dir, limit=c.pool_limit or source.limit)
 
 
 def load_probe(ref: str | None) -> list[Task]:
@@ -174,7 +150,7 @@ def run_compare(recipe: Recipe, run_dir: Path | None = None, *, out_dir: Path | 
                 pool=_pool(recipe, c) if strategy_name == "few-shot" else None,
                 base_dir=recipe.base_dir, seed=recipe.seed, system=c.system or task.spec.system, template=task.spec.template,
             )
-            strategy = build_strategy(strategy_name, options, ctx)
+            strategy = build_strategy(strategy_name, {"answer": task.spec.answer, **options}, ctx)
             t0 = time.perf_counter()
             task_results.append(run_task(gen, task, strategy, seed=recipe.seed))
             console.print(f"  {name} · {task.name}: {task_results[-1].metrics} ({time.perf_counter() - t0:.0f}s)")
@@ -186,12 +162,11 @@ def run_compare(recipe: Recipe, run_dir: Path | None = None, *, out_dir: Path | 
             prompt_tokens_per_query=round(sum(t.prompt_tokens_per_query for t in task_results) / len(task_results), 1),
             latency_per_query=round(sum(t.latency_per_query for t in task_results) / len(task_results), 3),
         )
-        results.append(CandidateResult(name, model, adapter, strategy_name, task_results, probes.get(key, {}), cost))
+        results.append(CandidateResult(name, model, adapter, strategy_name, task_results, probes.get(key, {}), cost, c.stage))
     base_key = (recipe.model, None)
     if probe and base_key not in probes:
         probes[base_key] = probe_scores(generators.get(base_key) or load_generator(recipe.model), probe)
-    result = CompareResult(recipe.name, run_dir, results, probes.get(base_key, {}), training_logs(recipe, run_dir))
-    from attune.evaluate.report import write_report
-
+    stages = {str(s.name): s for s in recipe.stages}
+    result = CompareResult(recipe.name, run_dir, results, probes.get(base_key, {}), training_logs(recipe, run_dir), stages)
     write_report(result, out_dir or run_dir)
     return result

@@ -139,7 +139,8 @@ def _words(text: str) -> list[str]:
     return re.findall(r"[\w'-]+", text)
 
 
-def _json_value(text: str) -> Any:
+def json_value(text: str) -> Any:
+    """The parsed JSON of a text (a ```json fence tolerated), or None when it is not JSON."""
     try:
         return _json(text)
     except ValueError:
@@ -162,8 +163,8 @@ CHECKS: dict[str, Callable[[str, Any], bool]] = {
     "lines": lambda text, n: len([line for line in text.splitlines() if line.strip()]) == n,
     "bullets": lambda text, n: len([line for line in text.splitlines() if line.lstrip().startswith(("- ", "* "))]) == n,
     "matches": lambda text, pattern: re.search(pattern, text) is not None,
-    "json_list_length": lambda text, n: isinstance(v := _json_value(text), list) and len(v) == n,
-    "json_keys": lambda text, keys: isinstance(v := _json_value(text), dict) and all(k in v for k in keys),
+    "json_list_length": lambda text, n: isinstance(v := json_value(text), list) and len(v) == n,
+    "json_keys": lambda text, keys: isinstance(v := json_value(text), dict) and all(k in v for k in keys),
 }
 
 

@@ -11,10 +11,9 @@ is replay or not; an arrow joins a stage without replay to its replay twin of th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-import yaml
+from attune.evaluate.render import png
+from attune.evaluate.results import CandidateResult, CompareResult, forgetting
 
 
 @dataclass(frozen=True)
@@ -27,38 +26,26 @@ class ReplayPoint:
     forgetting: float | None
 
 
-def _stage_of(candidate: Any) -> str | None:
-    """The run stage a candidate's weights come from (…/stages/<stage>/adapter or …/model), if any."""
-    path = candidate.adapter or candidate.model
-    p = Path(str(path))
-    return p.parent.name if p.parent.parent.name == "stages" else None
-
-
-def _loss(candidate: Any, task: str) -> float | None:
+def _loss(candidate: CandidateResult, task: str) -> float | None:
     return next((t.metrics.get("loss") for t in candidate.tasks if t.task == task), None)
 
 
-def replay_points(result: Any) -> list[ReplayPoint]:
+def replay_points(result: CompareResult) -> list[ReplayPoint]:
     """One point per compared cpt stage; empty when the compare is not a replay experiment."""
-    from attune.evaluate.report import forgetting
-
-    recipe_file = Path(result.run_dir) / "recipe.yaml"
-    if not result.candidates or not recipe_file.is_file():
+    if not result.candidates:
         return []
-    stages = {s.get("name"): s for s in yaml.safe_load(recipe_file.read_text()).get("stages", [])}
     perplexity = [t.task for t in result.candidates[0].tasks if t.kind == "perplexity"]
-    base = next((c for c in result.candidates if c.adapter is None and _stage_of(c) is None), None)
+    base = next((c for c in result.candidates if c.adapter is None and c.stage is None), None)
     if len(perplexity) < 2 or base is None:
         return []
     domain, general = perplexity[0], perplexity[-1]
     points = []
     for c in result.candidates:
-        stage = stages.get(_stage_of(c))
-        if not stage or stage.get("objective") != "cpt":
+        stage = result.stages.get(c.stage) if c.stage else None
+        if stage is None or stage.objective != "cpt":
             continue
-        adapter = (stage.get("adapter") or {}).get("type", "lora")
         points.append(ReplayPoint(
-            stage=stage["name"], adapter=adapter, replay=stage.get("replay") is not None,
+            stage=c.stage, adapter=stage.adapter.type if stage.adapter else "lora", replay=stage.replay is not None,
             domain_gain=_loss(base, domain) - _loss(c, domain),
             general_increase=_loss(c, general) - _loss(base, general),
             forgetting=forgetting(c, result.base_probe),
@@ -66,7 +53,7 @@ def replay_points(result: Any) -> list[ReplayPoint]:
     return points
 
 
-def replay_plots(result: Any) -> dict[str, str]:
+def replay_plots(result: CompareResult) -> dict[str, str]:
     """{title: base64 PNG} for the report; nothing when there are no cpt stages to compare."""
     points = replay_points(result)
     if not points:
@@ -75,8 +62,6 @@ def replay_plots(result: Any) -> dict[str, str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from attune.evaluate.report import _png
 
     panels = [("general loss increase (nats/token, held-out general text)", "general_increase")]
     if any(p.forgetting is not None for p in points):
@@ -102,4 +87,4 @@ def replay_plots(result: Any) -> dict[str, str]:
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=4, frameon=False)
     fig.suptitle("continued pretraining: domain gain vs what was lost, with and without replay")
     fig.tight_layout()
-    return {"replay: domain gain vs general loss": _png(fig)}
+    return {"replay: domain gain vs general loss": png(fig)}

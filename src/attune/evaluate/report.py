@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 from pathlib import Path
 from typing import Any
 
-from attune.evaluate.compare import CandidateResult, CompareResult
-
-
-def forgetting(c: CandidateResult, base: dict[str, float]) -> float | None:
-    """Mean drop of the probe scores against the base model (positive = skill lost)."""
-    common = [k for k in base if k in c.probe and not k.endswith(("perplexity", "/loss", "bits_per_byte"))]
-    if not common:
-        return None
-    return sum(base[k] - c.probe[k] for k in common) / len(common)
+from attune.evaluate.fields import FieldBreakdown, field_breakdown
+from attune.evaluate.render import md_table, png
+from attune.evaluate.replay_plot import replay_plots
+from attune.evaluate.results import CandidateResult, CompareResult, forgetting
+from attune.evaluate.significance import label, metric_interval, standings, verdict
 
 
 def general_perplexity(probe: dict[str, float]) -> float | None:
@@ -25,16 +19,24 @@ def general_perplexity(probe: dict[str, float]) -> float | None:
     return next((v for k, v in probe.items() if k.endswith("/perplexity")), None)
 
 
+def _value(task, metric: str) -> str:
+    """`0.483 ± 0.120`: the metric and half its 95 % bootstrap interval (a bare value when it has none)."""
+    iv = metric_interval(task, metric)
+    return f"{task.metrics[metric]:.3f}" if iv is None else f"{iv.mean:.3f} ± {iv.half_width:.3f}"
+
+
 def table_rows(result: CompareResult) -> tuple[list[str], list[list[str]]]:
+    """The compare table: headline score with its interval, the paired test against the best, every metric, costs."""
     metric_names = [f"{t.task}/{m}" for t in result.candidates[0].tasks for m in t.metrics]
-    header = ["candidate", *metric_names, "forgetting", "general ppl", "trainable params", "train s", "tokens seen",
-              "prompt tok/query", "latency s/query"]
+    header = ["candidate", "score", "vs best", *metric_names, "forgetting", "general ppl", "trainable params", "train s",
+              "tokens seen", "prompt tok/query", "latency s/query"]
     rows = []
-    for c in result.candidates:
-        scores = [f"{v:.3f}" for t in c.tasks for v in t.metrics.values()]
+    for c, st in zip(result.candidates, standings(result.candidates)):
+        scores = [_value(t, m) for t in c.tasks for m in t.metrics]
         drop, ppl = forgetting(c, result.base_probe), general_perplexity(c.probe)
         rows.append([
-            c.name, *scores, "—" if drop is None else f"{drop:+.3f}", "—" if ppl is None else f"{ppl:.2f}",
+            c.name, f"{st.interval.mean:.3f} ± {st.interval.half_width:.3f}", label(st), *scores,
+            "—" if drop is None else f"{drop:+.3f}", "—" if ppl is None else f"{ppl:.2f}",
             f"{c.cost.get('trainable_params') or 0:,}", f"{c.cost.get('train_seconds') or 0:.0f}",
             f"{c.cost.get('tokens_seen') or 0:,}", f"{c.cost.get('prompt_tokens_per_query', 0):.0f}",
             f"{c.cost.get('latency_per_query', 0):.2f}",
@@ -59,15 +61,6 @@ def probe_rows(result: CompareResult) -> tuple[list[str], list[list[str]]]:
     return ["weights", *keys], rows
 
 
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
-
-
 def plots(result: CompareResult) -> dict[str, str]:
     import matplotlib
 
@@ -77,11 +70,13 @@ def plots(result: CompareResult) -> dict[str, str]:
     out = {}
     names = [c.name for c in result.candidates]
     fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(names)))
-    ax.barh(names, [c.score for c in result.candidates], color="#4C72B0")
-    ax.set_xlabel("score (first metric of each task, averaged)")
+    ivs = [st.interval for st in standings(result.candidates)]
+    errors = [[iv.mean - iv.low for iv in ivs], [iv.high - iv.mean for iv in ivs]]
+    ax.barh(names, [iv.mean for iv in ivs], xerr=errors, capsize=3, color="#4C72B0")
+    ax.set_xlabel("score (first metric of each task, averaged) with its 95 % bootstrap interval")
     ax.set_xlim(0, 1)
     ax.invert_yaxis()
-    out["scores"] = _png(fig)
+    out["scores"] = png(fig)
     drops = [(c.name, c.score, forgetting(c, result.base_probe)) for c in result.candidates]
     if any(d is not None for _, _, d in drops):
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -91,13 +86,11 @@ def plots(result: CompareResult) -> dict[str, str]:
                 ax.annotate(name, (drop, score), fontsize=8, xytext=(4, 4), textcoords="offset points")
         ax.set_xlabel("forgetting (probe drop vs base)")
         ax.set_ylabel("task score")
-        out["forgetting"] = _png(fig)
+        out["forgetting"] = png(fig)
     for stage, rows in result.training.items():
         series = training_series(rows)
         if series:
-            out[f"training: {stage}"] = _png(_curves_figure(plt, stage, series))
-    from attune.evaluate.replay_plot import replay_plots
-
+            out[f"training: {stage}"] = png(_curves_figure(plt, stage, series))
     out.update(replay_plots(result))  # cpt stages with/without replay: domain gain vs what was lost
     return out
 
@@ -157,6 +150,38 @@ STYLE = (
 )
 
 
+STATS_NOTE = (
+    "score = the mean of each task's first metric ± half its 95 % bootstrap interval (examples resampled within each task); "
+    "vs best = paired bootstrap test against the best candidate on the same examples: tied when the 95 % interval of the "
+    "difference contains 0."
+)
+
+
+def verdict_text(result: CompareResult) -> str:
+    return verdict(result.candidates, standings(result.candidates))
+
+
+def field_tables(result: CompareResult) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) tables: per task with JSON references, each field's accuracy per candidate,
+    then each candidate's confusion matrix per field (rows: reference value, columns: predicted)."""
+    out = []
+    for i, task in enumerate(result.candidates[0].tasks):
+        per = [(c.name, {f.field: f for f in field_breakdown(c.tasks[i].rows)}) for c in result.candidates]
+        names = list(per[0][1])
+        if not names:
+            continue
+        rows = [[name, *(f"{fields[f].accuracy:.3f}" if f in fields else "—" for f in names)] for name, fields in per]
+        out.append((f"{task.task}: accuracy per JSON field", ["candidate", *names], rows))
+        for name, fields in per:
+            for f in fields.values():
+                out.append((f"{task.task} · {name} · {f.field}: reference (rows) vs predicted (columns)", *_matrix(f)))
+    return out
+
+
+def _matrix(f: FieldBreakdown) -> tuple[list[str], list[list[str]]]:
+    return [f.field, *f.predicted], [[ref, *map(str, counts)] for ref, counts in zip(f.labels, f.matrix)]
+
+
 FORGETTING_NOTE = (
     "Forgetting = mean drop of the general-skills probe's scored tasks against the base model (positive = lost skill); "
     "general ppl = the probe's general-text perplexity (lower is better)."
@@ -171,30 +196,31 @@ def _html_table(header: list[str], rows: list[list[str]], title: str | None = No
     return (f"<h2>{html.escape(title)}</h2>" if title else "") + f"<table><tr>{cells}</tr>{body}</table>"
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
-
-
 def compare_json(result: CompareResult) -> dict[str, Any]:
     """Everything the report shows, every example included, as plain JSON."""
     return {
         "recipe": result.recipe,
         "base_probe": result.base_probe,
+        "verdict": verdict_text(result),
         "candidates": [
             {"name": c.name, "model": c.model, "adapter": c.adapter, "strategy": c.strategy, "score": c.score,
-             "forgetting": forgetting(c, result.base_probe), "probe": c.probe, "cost": c.cost,
+             "significance": st.to_dict(), "forgetting": forgetting(c, result.base_probe), "probe": c.probe, "cost": c.cost,
+             "fields": [[f.to_dict() for f in field_breakdown(t.rows)] for t in c.tasks],
              "tasks": [t.to_dict() for t in c.tasks]}
-            for c in result.candidates
+            for c, st in zip(result.candidates, standings(result.candidates))
         ],
     }
 
 
 def markdown(result: CompareResult) -> str:
     header, rows = table_rows(result)
-    md = [f"# attune compare: {result.recipe}", "", *_md_table(header, rows), "", FORGETTING_NOTE, ""]
+    md = [f"# attune compare: {result.recipe}", "", f"**Verdict**: {verdict_text(result)}", "", *md_table(header, rows), "",
+          STATS_NOTE, "", FORGETTING_NOTE, ""]
+    for title, fheader, frows in field_tables(result):
+        md += [f"### {title}", "", *md_table(fheader, frows), ""]
     probe_header, probe_table = probe_rows(result)
     if probe_table:
-        md += ["## General-skills probe", "", *_md_table(probe_header, probe_table), ""]
+        md += ["## General-skills probe", "", *md_table(probe_header, probe_table), ""]
     for c in result.candidates:
         bad = failures(c)
         if bad:
@@ -219,10 +245,11 @@ def html_page(result: CompareResult) -> str:
         if items:
             fails += f"<h3>{html.escape(c.name)}</h3><ul>{items}</ul>"
     title = html.escape(f"attune compare: {result.recipe}")
+    fields = "".join(_html_table(h, r, t) for t, h, r in field_tables(result))
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
 <style>{STYLE}</style>
-</head><body><h1>{title}</h1>{_html_table(header, rows)}
-<p>{html.escape(FORGETTING_NOTE)}</p>{_html_table(*probe_rows(result), "General-skills probe")}
+</head><body><h1>{title}</h1><p id="verdict"><b>Verdict</b>: {html.escape(verdict_text(result))}</p>{_html_table(header, rows)}
+<p>{html.escape(STATS_NOTE)}</p><p>{html.escape(FORGETTING_NOTE)}</p>{fields}{_html_table(*probe_rows(result), "General-skills probe")}
 {figs}<h2>Failed examples</h2>{fails or "<p>none</p>"}</body></html>"""
 
 

@@ -1,6 +1,8 @@
 """Run tasks against a generator (optionally through a prompting strategy), keeping every example.
 
-generate: greedy batched generation -> extraction -> metrics.
+generate: greedy batched generation -> extraction -> metrics. A strategy that answers by other
+means than generating (RAG's extractive answers) has `respond(generator, built, params)`, which
+the runner calls instead of `generator.generate`.
 choice: log-likelihood of each option after the context, `acc` and `acc_norm` (normalised by
 the option's length in characters), as lm-evaluation-harness 0.4 scores multiple choice.
 perplexity: log-likelihood of every token of raw text (rolling windows) -> loss, token / word /
@@ -51,7 +53,8 @@ def run_generate(generator: Generator, task: Task, strategy: Strategy, seed: int
     if strategy.name == "cot":
         params.max_new_tokens = max(params.max_new_tokens, 192)
     start = time.perf_counter()
-    outputs = generator.generate([b.prompt for b in built], params)
+    respond = getattr(strategy, "respond", None)
+    outputs = respond(generator, built, params) if respond else generator.generate([b.prompt for b in built], params)
     seconds = time.perf_counter() - start
     render = getattr(generator, "render", lambda p: str(p))
     rows, sums = [], {m: 0.0 for m in spec.metrics}
@@ -83,6 +86,13 @@ def _encode(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+def _encode_start(tokenizer, text: str) -> list[int]:
+    """A context starts a document: it gets the tokenizer's BOS if it uses one (lm-eval does the same for Gemma)."""
+    from attune.data.render import document_ids
+
+    return document_ids(tokenizer, text)
+
+
 def prefix_token(tokenizer) -> int:
     """The token a text is conditioned on when nothing precedes it: BOS, else EOS (lm-eval's rule)."""
     return tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
@@ -101,8 +111,8 @@ def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], 
         context, continuation = context[:-n], context[-n:] + continuation
     if not context:
         return [prefix_token(tokenizer)], _encode(tokenizer, continuation)
-    ctx = _encode(tokenizer, context)
-    return ctx, _encode(tokenizer, context + continuation)[len(ctx) :]
+    ctx = _encode_start(tokenizer, context)
+    return ctx, _encode_start(tokenizer, context + continuation)[len(ctx) :]
 
 
 @torch.no_grad()

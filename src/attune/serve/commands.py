@@ -28,7 +28,10 @@ def _pairs(values: list[str], flag: str, example: str) -> dict[str, str]:
 def serve(
     model: str = typer.Option(..., "--model", "-m", help="base model reference (builtin:NAME, dir, .gguf, hub id)"),
     adapter: list[str] = typer.Option([], "--adapter", "-a", help="NAME=DIR: serve a LoRA adapter as model NAME (repeatable)"),
-    name: Optional[str] = typer.Option(None, "--name", help="the base model's name in the API (default: last part of --model)"),
+    served_model_name: list[str] = typer.Option(
+        [], "--served-model-name", "--name",
+        help="the base model's name(s) in the API, first canonical (repeatable; default: the --model string as given, "
+        "plus its last path part)"),
     describe: list[str] = typer.Option([], "--describe", help="NAME=TEXT or NAME=@data.jsonl: what an adapter is for (routing)"),
     route: list[str] = typer.Option([], "--route", help="NAME=A,B,...: serve route:NAME, choosing among adapters A, B, ..."),
     rag: list[str] = typer.Option([], "--rag", help="NAME=INDEX_DIR: serve rag:NAME, answering from a RAG index"),
@@ -61,7 +64,7 @@ def serve(
     routes = {r: [a.strip() for a in v.split(",") if a.strip()] for r, v in _pairs(route, "--route", "NAME=A,B").items()}
     try:
         settings = ServeSettings(
-            model=model, name=name, adapters=_pairs(adapter, "--adapter", "NAME=DIR"),
+            model=model, served_model_name=served_model_name, adapters=_pairs(adapter, "--adapter", "NAME=DIR"),
             describe=_pairs(describe, "--describe", "NAME=TEXT or NAME=@data.jsonl"), routes=routes,
             rag=_pairs(rag, "--rag", "NAME=INDEX_DIR"), rag_k=rag_k, backend=backend, host=host, port=port,
             api_keys=keys, admin_keys=admin, adapter_dirs=[str(d) for d in adapter_dir], max_adapters=max_adapters,
@@ -90,6 +93,6 @@ def run_server(settings) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     server = Server(settings)
-    typer.echo(f"attune: serving {server.name} with {len(server.registry.known)} adapter(s) on http://{settings.host}:{settings.port}/v1"
+    typer.echo(f"attune: serving {', '.join(server.names)} with {len(server.registry.known)} adapter(s) on http://{settings.host}:{settings.port}/v1"
                + ("" if server.auth.api_keys else " (no API key: loopback only)"), err=True)
     uvicorn.run(create_app(server), host=settings.host, port=settings.port, log_level="info")

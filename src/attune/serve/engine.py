@@ -11,7 +11,14 @@ One engine thread owns the model. Each iteration it
 The shared cache is left-padded: a row's real tokens end at the right edge and its padding is
 masked out; columns that have become padding in every row are trimmed. Requests beyond
 `max_batch` wait in a queue of at most `max_queue`; beyond that `submit` raises `QueueFull`
-(the HTTP layer answers 429 with Retry-After).
+(the HTTP layer answers 429 with Retry-After). Requests being prefilled count as active, so
+at most `max_batch + max_queue` requests are ever accepted.
+
+Isolation: `submit` validates everything a request brings (prompt ids, seed, lengths, stop
+strings) before it can join a batch. A step that raises is rolled back and rerun without the
+row that caused it (each row is tried alone to find it), so one bad row never fails its
+neighbours. The loop runs under a supervisor: if the loop itself dies, its requests finish as
+`unavailable` (HTTP 503), `healthy` is False, and the loop restarts after `restart_delay`.
 
 Greedy decoding here gives the same tokens as `model.generate` on each request alone
 (tests/test_serve_engine.py checks this, with mixed adapters and requests joining mid-flight).
@@ -19,8 +26,11 @@ Greedy decoding here gives the same tokens as `model.generate` on each request a
 
 from __future__ import annotations
 
+import copy
 import logging
+import math
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +45,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("attune.serve")
 BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
+
+
+SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts
+MAX_STOP_CHARS = 256  # stop strings are searched in the text at every token
+MAX_STOPS = 4
+
+
+class InvalidRequest(ValueError):
+    """A request the engine refuses before it joins a batch; `field` names the request field at fault."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class QueueFull(Exception):
@@ -56,7 +79,7 @@ class Delta:
 class Finished:
     """The request is done: why, and how many tokens it read and wrote."""
 
-    reason: str  # "stop" | "length" | "cancelled" | "error"
+    reason: str  # "stop" | "length" | "cancelled" | "error" (this row failed) | "unavailable" (the engine died)
     prompt_tokens: int
     completion_tokens: int
     error: str | None = None
@@ -134,10 +157,33 @@ class EngineStats:
     max_rows: int = 0
     mixed_passes: int = 0  # decode passes with more than one distinct adapter
     cancelled: int = 0
+    failed_rows: int = 0  # rows failed alone by a step that was rerun without them
+    restarts: int = 0  # times the supervisor restarted the loop
+
+
+def validate(request: Request, vocab_size: int) -> None:
+    """Refuse (InvalidRequest) anything that could fail a batch step or the engine thread."""
+    p = request.params
+    if not request.prompt_ids:
+        raise InvalidRequest("the prompt is empty (it has no tokens); send at least one token of text", "prompt")
+    if any(not isinstance(t, int) or not 0 <= t < vocab_size for t in request.prompt_ids):
+        raise InvalidRequest(f"the prompt holds token ids outside the model's vocabulary of {vocab_size}", "prompt")
+    if not isinstance(p.max_new_tokens, int) or p.max_new_tokens < 1:
+        raise InvalidRequest(f"max_tokens must be at least 1, got {p.max_new_tokens}", "max_tokens")
+    if not (isinstance(p.temperature, (int, float)) and math.isfinite(p.temperature) and p.temperature >= 0):
+        raise InvalidRequest(f"temperature must be a finite number >= 0, got {p.temperature}", "temperature")
+    if not (isinstance(p.top_p, (int, float)) and math.isfinite(p.top_p) and 0 < p.top_p <= 1):
+        raise InvalidRequest(f"top_p must be in (0, 1], got {p.top_p}", "top_p")
+    if p.seed is not None and not (isinstance(p.seed, int) and SEED_RANGE[0] <= p.seed <= SEED_RANGE[1]):
+        raise InvalidRequest(f"seed must be an integer from -2**63 to 2**64-1, got {p.seed}", "seed")
+    if len(p.stop) > MAX_STOPS or any(not isinstance(s, str) or len(s) > MAX_STOP_CHARS for s in p.stop):
+        raise InvalidRequest(f"stop takes at most {MAX_STOPS} strings of at most {MAX_STOP_CHARS} characters", "stop")
 
 
 class Engine:
     """The batching loop. `model` may be swapped (e.g. wrapped in a PeftModel) while holding `lock`."""
+
+    restart_delay = 1.0  # seconds the supervisor waits before restarting a dead loop (doubles while it keeps dying)
 
     def __init__(
         self,
@@ -153,15 +199,20 @@ class Engine:
         self.max_queue = max_queue
         self.lock = threading.RLock()  # held for each step; adapter loads/evictions take it too
         self.stats = EngineStats()
+        self.healthy = True
+        self.failure: str | None = None  # why the loop last died
         self._observe = observer or (lambda event, data: None)
         self._waiting: deque[Request] = deque()
+        self._admitting: list[Request] = []  # taken from the queue, being prefilled: they hold batch slots
         self._rows: list[_Row] = []
         self._cv = threading.Condition()
         self._stop = False
         self._thread: threading.Thread | None = None
         self._eos = _eos_ids(model, tokenizer)
         self._pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self._eos), 0)
-        self._recent_seconds = 1.0  # moving average of request time, for Retry-After
+        self._vocab = model.get_input_embeddings().num_embeddings
+        self._tokens_per_second: float | None = None  # measured decode throughput (all rows), for Retry-After
+        self._tokens_per_request: float | None = None  # completion tokens of finished requests (moving average)
         # the shared batch: KV cache, (B, L) attention mask, (B,) next position and last sampled token
         self._cache = None
         self._mask = None
@@ -170,7 +221,7 @@ class Engine:
 
     # ---- the public side (any thread) ----
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="attune-engine", daemon=True)
+        self._thread = threading.Thread(target=self._supervise, name="attune-engine", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -181,17 +232,22 @@ class Engine:
             self._thread.join(timeout=30)
 
     def submit(self, request: Request) -> None:
-        """Queue a request, or raise `QueueFull` when `max_queue` requests are already waiting."""
+        """Validate and queue a request; raises `InvalidRequest`, or `QueueFull` when
+        `max_batch + max_queue` requests are already decoding, being prefilled or waiting."""
+        validate(request, self._vocab)
         with self._cv:
-            free = self.max_batch - len(self._rows)
-            if len(self._waiting) - free >= self.max_queue:
+            if len(self._rows) + len(self._admitting) + len(self._waiting) >= self.max_batch + self.max_queue:
                 raise QueueFull(self.retry_after())
             self._waiting.append(request)
             self._cv.notify_all()
 
     def retry_after(self) -> int:
-        """Seconds a rejected client should wait: about one request's time, at least 1."""
-        return max(1, round(self._recent_seconds))
+        """Seconds until a slot is likely free: the waiting requests (and this one) at the measured
+        throughput, each as long as the recent average completion; at least 1."""
+        if not self._tokens_per_second or not self._tokens_per_request:
+            return 1
+        seconds = (len(self._waiting) + 1) * self._tokens_per_request / self._tokens_per_second
+        return max(1, min(3600, math.ceil(seconds)))
 
     @property
     def waiting(self) -> int:
@@ -199,41 +255,77 @@ class Engine:
 
     @property
     def active(self) -> int:
-        return len(self._rows)
+        return len(self._rows) + len(self._admitting)
 
     # ---- the engine thread ----
-    def _loop(self) -> None:
-        import torch
+    def _supervise(self) -> None:
+        """Run the loop; if it dies, fail what it held (503), stay unhealthy for a moment, restart it."""
+        delay = self.restart_delay
+        while True:
+            started = time.monotonic()
+            try:
+                self._loop()
+                return
+            except Exception as exc:
+                log.exception("engine loop died; restarting in %.1f s", delay)
+                self.healthy, self.failure = False, f"{type(exc).__name__}: {exc}"
+                self.stats.restarts += 1
+                self._observe("restart", {})
+                self._fail_all("unavailable", f"the generation engine failed and is restarting ({self.failure})")
+            delay = delay * 2 if time.monotonic() - started < 60 else self.restart_delay
+            with self._cv:
+                if self._cv.wait_for(lambda: self._stop, timeout=min(delay, 60)):
+                    return
+            self.healthy = True
 
+    def _fail_all(self, reason: str, error: str) -> None:
+        with self._cv:
+            requests, self._admitting = list(self._admitting), []
+        rows, self._rows = self._rows, []
+        self._cache = self._mask = self._pos = self._last = None
+        for row in rows:
+            row._finish(reason, error)
+        for request in requests:
+            _finish_request(request, reason, error)
+
+    def _loop(self) -> None:
         while True:
             with self._cv:
                 while not self._stop and not self._waiting and not self._rows:
                     self._cv.wait()
                 if self._stop:
                     break
-                admitted: list[_Row] = []
-                while self._waiting and len(self._rows) + len(admitted) < self.max_batch:
-                    row = _Row(self._waiting.popleft(), self.tokenizer)
-                    if row.request.cancelled:
-                        self._cancelled(row)
+                while self._waiting and len(self._rows) + len(self._admitting) < self.max_batch:
+                    request = self._waiting.popleft()
+                    if request.cancelled:
+                        self._cancelled_request(request)
                     else:
-                        admitted.append(row)
-            try:
-                with self.lock, torch.inference_mode():
-                    if self._rows:
-                        self._decode()
-                    if admitted:
-                        self._prefill(admitted)
-            except Exception as exc:  # a failed step fails its requests, never the server
-                log.exception("engine step failed")
-                for row in self._rows + admitted:
-                    row._finish("error", f"{type(exc).__name__}: {exc}")
-                self._rows, self._cache = [], None
-            self._observe("step", {"active": len(self._rows), "waiting": len(self._waiting)})
-        for row in self._rows:
-            row._finish("cancelled")
-        for req in self._waiting:
-            _Row(req, self.tokenizer)._finish("cancelled")
+                        self._admitting.append(request)
+            self._step()
+            self._observe("step", {"active": self.active, "waiting": len(self._waiting)})
+        self._fail_all("cancelled", "the server is shutting down")
+        with self._cv:
+            waiting, self._waiting = list(self._waiting), deque()
+        for request in waiting:
+            _finish_request(request, "cancelled", None)
+
+    def _step(self) -> None:
+        """One decode pass for the running rows, then the prefill of the admitted requests."""
+        import torch
+
+        with self.lock, torch.inference_mode():
+            if self._rows:
+                self._decode()
+            if self._admitting:
+                rows = []
+                for request in list(self._admitting):
+                    try:
+                        rows.append(_Row(request, self.tokenizer))
+                    except Exception as exc:
+                        self._fail_row_request(request, exc)
+                self._prefill(rows)
+            with self._cv:
+                self._admitting = []
 
     def _forward(self, input_ids, mask, positions, cache, adapters: list[str]):
         from peft import PeftModel
@@ -245,8 +337,6 @@ class Engine:
         )
 
     def _decode(self) -> None:
-        import torch
-
         gone = [r for r in self._rows if r.request.cancelled]
         for row in gone:
             self._cancelled(row)
@@ -254,28 +344,120 @@ class Engine:
             self._keep([i for i, r in enumerate(self._rows) if not r.done])
             if not self._rows:
                 return
+        started = time.monotonic()
+        result = self._decode_isolated()
+        if result is None:
+            return
+        tokens, self._mask = result
         B = len(self._rows)
-        mask = torch.cat([self._mask, self._mask.new_ones(B, 1)], dim=1)  # (B, L+1)
-        adapters = [r.request.adapter for r in self._rows]
-        out = self._forward(self._last[:, None], mask, self._pos[:, None], self._cache, adapters)
-        self._mask = mask
         self._pos = self._pos + 1
-        self._last = next_tokens(out.logits[:, -1, :], [r.sampling for r in self._rows])
+        self._last = tokens
+        adapters = [r.request.adapter for r in self._rows]
         s = self.stats
         s.decode_passes += 1
         s.decode_rows += B
         s.max_rows = max(s.max_rows, B)
         s.mixed_passes += len(set(adapters)) > 1
+        rate = B / max(time.monotonic() - started, 1e-6)
+        self._tokens_per_second = rate if self._tokens_per_second is None else 0.9 * self._tokens_per_second + 0.1 * rate
         self._observe("decode", {"rows": B, "adapters": len(set(adapters))})
-        for row, token in zip(self._rows, self._last.tolist()):
+        for row, token in zip(self._rows, tokens.tolist()):
             if row.request.cancelled:
                 self._cancelled(row)
             else:
-                row.push(token, self._eos)
+                self._push(row, token)
         self._keep([i for i, r in enumerate(self._rows) if not r.done])
 
+    def _decode_pass(self, rows: list[_Row], select: list[int] | None = None):
+        """Forward one token for `rows` (all running rows, or only those at `select`) and sample.
+
+        With `select` it runs on a copy of those rows' cache and changes nothing (a probe)."""
+        import torch
+
+        cache, mask, pos, last = self._cache, self._mask, self._pos, self._last
+        if select is not None:
+            idx = torch.tensor(select, device=mask.device)
+            cache = copy.copy(cache)
+            cache.layers = [copy.copy(layer) for layer in cache.layers]
+            for layer in cache.layers:  # decoding concatenates new tensors; the running cache is untouched
+                layer.keys, layer.values = layer.keys[idx], layer.values[idx]
+            mask, pos, last = mask[idx], pos[idx], last[idx]
+        mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)  # (B, L+1)
+        out = self._forward(last[:, None], mask, pos[:, None], cache, [r.request.adapter for r in rows])
+        return next_tokens(out.logits[:, -1, :], [r.sampling for r in rows]), mask
+
+    def _rollback_decode(self) -> None:
+        """Undo a failed decode pass: drop the column it may have appended to some cache layers."""
+        width = self._mask.shape[1]
+        for layer in self._cache.layers:
+            if layer.keys is not None and layer.keys.shape[2] > width:
+                layer.keys, layer.values = layer.keys[:, :, :width], layer.values[:, :, :width]
+
+    def _decode_isolated(self):
+        """The decode pass; if it raises, probe each row alone, fail only the rows that fail alone, and
+        rerun without them (the samplers' states are restored, so the rerun draws what it would have).
+        Returns (tokens, mask), or None when no row is left."""
+        rows = self._rows
+        states = [r.generator.get_state() if r.generator is not None else None for r in rows]
+        try:
+            return self._decode_pass(rows)
+        except Exception as exc:
+            self._rollback_decode()
+            first = exc
+        culprits = []
+        for i, row in enumerate(rows):
+            try:
+                self._decode_pass([row], select=[i])
+            except Exception as exc:
+                culprits.append((row, exc))
+        for row, state in zip(rows, states):
+            if state is not None:
+                row.generator.set_state(state)
+        for row, exc in culprits or [(row, first) for row in rows]:  # nothing fails alone: the batch is broken
+            self._fail_row(row, exc)
+        self._keep([i for i, r in enumerate(rows) if not r.done])
+        if not self._rows:
+            return None
+        try:
+            return self._decode_pass(self._rows)
+        except Exception as exc:
+            self._rollback_decode()
+            for row in self._rows:
+                self._fail_row(row, exc)
+            self._keep([])
+            return None
+
     def _prefill(self, rows: list[_Row]) -> None:
-        """Run the new prompts together, sample their first token, and merge them into the batch."""
+        """Run the new prompts together, sample their first token, and merge them into the batch.
+
+        If the pass raises, each row is prefilled alone, so only the rows that fail alone fail."""
+        try:
+            states = [r.generator.get_state() if r.generator is not None else None for r in rows]
+            cache, mask, positions, first = self._prefill_pass(rows)
+        except Exception as exc:
+            if len(rows) == 1:
+                self._fail_row(rows[0], exc)
+                return
+            for row, state in zip(rows, states):
+                if state is not None:
+                    row.generator.set_state(state)
+            for row in rows:
+                self._prefill([row])
+            return
+        import torch
+
+        self.stats.prefill_passes += 1
+        self._observe("prefill", {"rows": len(rows), "tokens": int(mask.sum())})
+        for row, token in zip(rows, first.tolist()):
+            self._push(row, token)
+        keep = [i for i, r in enumerate(rows) if not r.done]
+        if not keep:
+            return
+        idx = torch.tensor(keep, device=mask.device)
+        cache.batch_select_indices(idx)
+        self._merge(cache, mask[idx], positions[idx, -1] + 1, first[idx], [rows[i] for i in keep])
+
+    def _prefill_pass(self, rows: list[_Row]):
         import torch
         from transformers import DynamicCache
 
@@ -292,16 +474,33 @@ class Engine:
         cache = DynamicCache()
         out = self._forward(ids, mask, positions, cache, [r.adapter for r in requests])
         first = next_tokens(out.logits[:, -1, :], [r.sampling for r in rows])
-        self.stats.prefill_passes += 1
-        self._observe("prefill", {"rows": len(rows), "tokens": int(mask.sum())})
-        for row, token in zip(rows, first.tolist()):
+        return cache, mask, positions, first
+
+    def _push(self, row: _Row, token: int) -> None:
+        """Hand a token to its row; a row whose delivery fails (e.g. its client's loop closed) fails alone."""
+        try:
             row.push(token, self._eos)
-        keep = [i for i, r in enumerate(rows) if not r.done]
-        if not keep:
+        except Exception as exc:
+            self._fail_row(row, exc)
             return
-        idx = torch.tensor(keep, device=device)
-        cache.batch_select_indices(idx)
-        self._merge(cache, mask[idx], positions[idx, -1] + 1, first[idx], [rows[i] for i in keep])
+        if row.done and row.generated:
+            n = float(row.generated)
+            self._tokens_per_request = n if self._tokens_per_request is None else 0.9 * self._tokens_per_request + 0.1 * n
+
+    def _fail_row(self, row: _Row, exc: Exception) -> None:
+        log.error("request failed alone in a batch step (%s: %s); the other rows continue", type(exc).__name__, exc)
+        self.stats.failed_rows += 1
+        self._observe("failed_row", {})
+        try:
+            row._finish("error", f"{type(exc).__name__}: {exc}")
+        except Exception:  # its sink is broken too: it only needs to stop being decoded
+            row.done = True
+
+    def _fail_row_request(self, request: Request, exc: Exception) -> None:
+        log.error("request could not be set up (%s: %s)", type(exc).__name__, exc)
+        self.stats.failed_rows += 1
+        self._observe("failed_row", {})
+        _finish_request(request, "error", f"{type(exc).__name__}: {exc}")
 
     def _merge(self, cache, mask, pos, last, rows: list[_Row]) -> None:
         """Append new rows to the running batch, left-padding whichever side is shorter."""
@@ -352,9 +551,17 @@ class Engine:
         self._observe("cancelled", {})
         row._finish("cancelled")
 
-    def note_latency(self, seconds: float) -> None:
-        """Feed the Retry-After estimate (exponential moving average of request time)."""
-        self._recent_seconds = 0.8 * self._recent_seconds + 0.2 * seconds
+    def _cancelled_request(self, request: Request) -> None:
+        self.stats.cancelled += 1
+        self._observe("cancelled", {})
+        _finish_request(request, "cancelled", None)
+
+
+def _finish_request(request: Request, reason: str, error: str | None) -> None:
+    """Finish a request that never became a row (it was waiting, or being admitted)."""
+    request.sink(Finished(reason, len(request.prompt_ids), 0, error))
+    if request.on_done is not None:
+        request.on_done()
 
 
 def _device(model: Any):

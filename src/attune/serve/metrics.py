@@ -24,6 +24,8 @@ class Metrics:
         self.batch_rows = Histogram("attune_decode_batch_rows", "Sequences sharing one decode forward pass", registry=r,
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128))
         self.cancelled = Counter("attune_cancelled", "Generations stopped because the client went away", registry=r)
+        self.restarts = Counter("attune_engine_restarts", "Times the generation engine died and was restarted", registry=r)
+        self.failed_rows = Counter("attune_failed_rows", "Requests failed alone by a batch step rerun without them", registry=r)
         self.adapter_loads = Counter("attune_adapter_loads", "Adapters loaded into the model", registry=r)
         self.adapter_evictions = Counter("attune_adapter_evictions", "Adapters evicted (LRU)", registry=r)
         self.resident = Gauge("attune_resident_adapters", "Adapters resident in the model", registry=r)
@@ -36,6 +38,10 @@ class Metrics:
             self.passes.labels("prefill").inc()
         elif event == "cancelled":
             self.cancelled.inc()
+        elif event == "restart":
+            self.restarts.inc()
+        elif event == "failed_row":
+            self.failed_rows.inc()
         elif event in ("adapter_load", "adapter_evict"):
             (self.adapter_loads if event == "adapter_load" else self.adapter_evictions).inc()
             self.resident.set(data["resident"])

@@ -18,7 +18,7 @@ from typing import Any
 from attune.errors import AttuneError
 from attune.models.generation import GenerationParams, HFGenerator, Prompt
 from attune.serve.auth import Auth
-from attune.serve.engine import BASE, Delta, Engine, Event, Finished, Request
+from attune.serve.engine import BASE, Delta, Engine, Event, Finished, InvalidRequest, Request
 from attune.serve.errors import ServeError
 from attune.serve.metrics import Metrics
 from attune.serve.registry import RESERVED_PREFIXES, AdapterRegistry
@@ -56,7 +56,8 @@ class Server:
         self.auth = Auth(settings.api_keys, settings.admin_keys, settings.loopback)
         self.metrics = Metrics()
         ref = as_ref(settings.model)
-        self.name = settings.name or ref.name
+        self.names = settings.base_names
+        self.name = self.names[0]
         loaded = load_model(ref)
         loaded.model.eval()
         self.tokenizer = loaded.tokenizer
@@ -67,7 +68,7 @@ class Server:
         self.registry = AdapterRegistry(self.engine, settings.max_adapters, [Path(d) for d in settings.adapter_dirs],
                                         self.metrics.observe)
         for name, path in settings.adapters.items():
-            if name == self.name or name.startswith(RESERVED_PREFIXES):
+            if name in self.names or name.startswith(RESERVED_PREFIXES):
                 raise AttuneError(f"adapter name {name!r} is taken (the base model's name or a reserved prefix)")
             self.registry.add(name, path, description=settings.describe.get(name))
         routed = [a for adapters in settings.routes.values() for a in adapters]
@@ -87,8 +88,9 @@ class Server:
 
     # ---- naming ----
     def model_names(self) -> list[dict[str, Any]]:
-        """GET /v1/models entries: the base, then adapters (parent = base), routes and RAG models."""
-        entries = [{"id": self.name, "parent": None, "attune": {"kind": "base", "source": self.settings.model}}]
+        """GET /v1/models entries: the base under each of its names, then adapters (parent = the base's
+        canonical name), routes and RAG models: every `id` is a `model` a client may send."""
+        entries = [{"id": n, "parent": None, "attune": {"kind": "base", "source": self.settings.model}} for n in self.names]
         resident = set(self.registry.resident)
         for name, info in self.registry.known.items():
             entries.append({"id": name, "parent": self.name, "attune": {"kind": "adapter", "rank": info.rank,
@@ -100,7 +102,7 @@ class Server:
 
     def resolve(self, model: str, query: str) -> Target:
         """Map a request's `model` to what answers it; `query` is the text a route compares."""
-        if model == self.name:
+        if model in self.names:
             return Target("base", None, {"adapter": None})
         if model.startswith("mix:"):
             return Target("mix", model, {"adapter": model})
@@ -120,8 +122,8 @@ class Server:
     def prepare(self, prompt: Prompt, max_tokens: int | None, params: GenerationParams, target: Target) -> Prepared:
         """Tokenize exactly as `attune generate` does and enforce the per-request limits (400, naming the limit)."""
         s = self.settings
-        text = self.renderer.render(prompt)
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = self.renderer.encode(prompt)
+        params.stop = self.renderer.stops(prompt, params)
         if len(ids) > s.max_prompt_tokens:
             raise ServeError(400, f"prompt has {len(ids)} tokens; this server's limit is {s.max_prompt_tokens} "
                                   "(--max-prompt-tokens)", "messages", "prompt_too_long")
@@ -150,6 +152,9 @@ class Server:
                           peft_name, on_done=lambda: self.registry.release(peft_name))
         try:
             self.engine.submit(request)
+        except InvalidRequest as exc:
+            self.registry.release(peft_name)
+            raise ServeError(400, str(exc), exc.field) from exc
         except BaseException:
             self.registry.release(peft_name)
             raise
@@ -198,15 +203,18 @@ class EngineGenerator:
         for prompt in prompts:  # submit all first, so they share the engine's forward passes
             prepared = self.server.prepare(prompt, params.max_new_tokens, GenerationParams(**vars(params)), Target("base"))
             sink: queue.Queue[Event] = queue.Queue()
-            self.server.engine.submit(Request(prepared.prompt_ids, prepared.params, sink.put, BASE))
+            try:
+                self.server.engine.submit(Request(prepared.prompt_ids, prepared.params, sink.put, BASE))
+            except InvalidRequest as exc:
+                raise ServeError(400, str(exc), exc.field) from exc
             sinks.append(sink)
         outputs = []
         for sink in sinks:
             text = ""
             while not isinstance(event := sink.get(), Finished):
                 text += event.text if isinstance(event, Delta) else ""
-            if event.reason == "error":
-                raise AttuneError(f"generation failed: {event.error}")
+            if event.reason in ("error", "unavailable"):
+                raise ServeError(503 if event.reason == "unavailable" else 500, f"generation failed: {event.error}")
             self.usage["prompt_tokens"] += event.prompt_tokens
             self.usage["completion_tokens"] += event.completion_tokens
             outputs.append(text)

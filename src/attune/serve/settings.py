@@ -16,8 +16,9 @@ class ServeSettings(StrictModel):
 
     model: str
     """The base model reference (builtin:NAME, a directory, a .gguf file, a hub id)."""
-    name: str | None = None
-    """The `model` name clients use for the base; default: the reference's last path part."""
+    served_model_name: list[str] = Field(default_factory=list)
+    """The names clients send as `model` for the base (vLLM's `--served-model-name`); the first is the
+    canonical one. Default: the `model` reference exactly as given, plus its short alias (last path part)."""
     adapters: dict[str, str] = Field(default_factory=dict)
     """Adapters served from the start: name -> PEFT adapter directory."""
     describe: dict[str, str] = Field(default_factory=dict)
@@ -49,6 +50,15 @@ class ServeSettings(StrictModel):
     max_body_bytes: int = Field(1_000_000, ge=1024)
     log_prompts: bool = False
     """Log prompt and completion text (off: logs hold ids, sizes and timings only)."""
+
+    @property
+    def base_names(self) -> list[str]:
+        """What a client may send as `model` for the base, canonical name first (vLLM's convention)."""
+        if self.served_model_name:
+            return list(dict.fromkeys(self.served_model_name))
+        from attune.models.reference import parse_model_ref
+
+        return list(dict.fromkeys([self.model, parse_model_ref(self.model).name]))
 
     @property
     def loopback(self) -> bool:

@@ -14,7 +14,6 @@ import shutil
 from pathlib import Path
 
 from attune.errors import AttuneError
-from attune.models.reference import parse_model_ref
 from attune.serve.settings import ServeSettings
 
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM accepts for --max-lora-rank
@@ -31,9 +30,8 @@ def vllm_command(settings: ServeSettings, model_dir: str) -> list[str]:
         raise AttuneError(f"--backend vllm does not support {', '.join(given)} (they need the transformers backend)")
     if len(settings.api_keys) > 1:
         raise AttuneError("--backend vllm takes a single API key")
-    name = settings.name or parse_model_ref(settings.model).name
     cmd = ["vllm", "serve", model_dir, "--host", settings.host, "--port", str(settings.port),
-           "--served-model-name", name, "--max-num-seqs", str(settings.max_batch)]
+           "--max-num-seqs", str(settings.max_batch), "--served-model-name", *settings.base_names]
     if settings.adapters:
         ranks = [_rank(Path(p)) for p in settings.adapters.values()]
         max_rank = next((r for r in LORA_RANKS if r >= max(ranks)), None)

@@ -18,12 +18,10 @@ def train(
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar (logs still go to metrics.jsonl)"),
 ) -> None:
     """Train every stage of a recipe. Under `accelerate launch` / `torchrun` it trains with many processes."""
-    from attune.recipe import load_recipe
-    from attune.train.pipeline import run_recipe
+    from attune.api import train as train_recipe
 
-    rec = load_recipe(recipe)
-    run_dir = run_recipe(rec, resume, resume=resume is not None, only=stage, show_progress=not no_progress)
-    console.print(f"run written to [bold]{run_dir}[/bold]")
+    result = train_recipe(recipe, resume=resume, stages=stage, progress=not no_progress)
+    console.print(f"run written to [bold]{result.run_dir}[/bold]")
 
 
 def export(

@@ -40,7 +40,13 @@ class TrainConfig(StrictModel):
     keep_checkpoints: int = Field(2, gt=0)
     gradient_checkpointing: bool = Field(False, description="trade ~30% compute for activation memory")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto: fp32 on CPU, bf16 on GPU"
+        "auto", description="auto: bf16 autocast where a cached probe measures it faster (GPUs, AMX CPUs), else fp32"
     )
     loss_chunk_tokens: int = Field(1024, gt=0, description="tokens per chunk of the LM-head + cross-entropy")
     log_every: int = Field(1, gt=0)
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
+        default_factory=lambda: ["tensorboard"],
+        description="experiment trackers that receive every logged row (metrics.jsonl is always written); "
+        "mlflow and wandb need `pip install 'attune-llm[trackers]'` and read their usual environment "
+        "(MLFLOW_TRACKING_URI, WANDB_MODE=offline, ...)",
+    )

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
@@ -32,9 +34,36 @@ from attune.errors import AttuneError
 from attune.models.architecture import packing_ok
 from attune.train.attention import packed_attention
 from attune.train.batching import plan_epoch
-from attune.train.checkpoint import TrainState, list_checkpoints, load_checkpoint, save_checkpoint
+from attune.train.checkpoint import TrainState, list_checkpoints, resume_latest, save_checkpoint
 from attune.train.context import ObjectiveContext
 from attune.train.lora_fused import fused_lora
+
+
+class TrainingStopped(AttuneError):
+    """Training was asked to stop (SIGTERM) and did, at a step boundary, after writing a checkpoint."""
+
+
+class _StopRequest:
+    """SIGTERM asks the loop to stop at the next step boundary with a checkpoint (how `attune studio`
+    stops a run); `attune train RECIPE --resume RUN` continues it. Only the main thread can install it."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+        self._installed = False
+
+    def __enter__(self) -> "_StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            self._installed = True
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._installed:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
 @dataclass
@@ -106,21 +135,19 @@ def _lr_scheduler(optimizer: torch.optim.Optimizer, options: Any, total_steps: i
 
 
 class MetricsLog:
-    """metrics.jsonl (appended, flushed per line) and TensorBoard, on the main process only."""
+    """metrics.jsonl (appended, flushed per line) and the stage's trackers (`report_to`), on the main process only."""
 
-    def __init__(self, out_dir: Path, enabled: bool) -> None:
+    def __init__(self, out_dir: Path, enabled: bool, context: ObjectiveContext | None = None) -> None:
+        from attune.train.tracking import Trackers, stage_trackers
+
         self.enabled = enabled
         self.file = None
-        self.tb = None
+        self.trackers = Trackers({})
         if enabled:
             out_dir.mkdir(parents=True, exist_ok=True)
             self.file = open(out_dir / "metrics.jsonl", "a")
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(out_dir / "tb"))
-            except ImportError:  # tensorboard is a dependency; a broken install must not stop training
-                self.tb = None
+            if context is not None:
+                self.trackers = stage_trackers(context, out_dir)
 
     def write(self, row: dict[str, Any]) -> None:
         if not self.enabled:
@@ -128,16 +155,12 @@ class MetricsLog:
         assert self.file is not None
         self.file.write(json.dumps(row) + "\n")
         self.file.flush()
-        if self.tb is not None:
-            for k, v in row.items():
-                if k != "step" and isinstance(v, (int, float)):
-                    self.tb.add_scalar(k, v, row["step"])
+        self.trackers.log(row)
 
     def close(self) -> None:
         if self.file:
             self.file.close()
-        if self.tb:
-            self.tb.close()
+        self.trackers.close()
 
 
 def _truncate_metrics(out_dir: Path, step: int) -> None:
@@ -234,11 +257,11 @@ def train_loop(
 
     ckpt_root = out_dir / "checkpoints"
     state = TrainState(step=0)
-    if resume and (found := list_checkpoints(ckpt_root)):
-        state = load_checkpoint(found[-1], raw_model, optimizer, scheduler)
+    if resume and (restored := resume_latest(ckpt_root, raw_model, optimizer, scheduler)) is not None:
+        state = restored
         if acc.is_main_process:
             _truncate_metrics(out_dir, state.step)
-    log = MetricsLog(out_dir, acc.is_main_process)
+    log = MetricsLog(out_dir, acc.is_main_process, context)
     progress = _progress(show_progress and acc.is_main_process, total_steps, state.step)
 
     model.train()
@@ -247,6 +270,7 @@ def train_loop(
     stopped_early = out_of_time = False
     last_ckpt = list_checkpoints(ckpt_root)[-1] if list_checkpoints(ckpt_root) else None
     scope = ExitStack()
+    stop = scope.enter_context(_StopRequest())
     if packable:
         scope.enter_context(packed_attention(raw_model))
     scope.enter_context(fused_lora(raw_model))
@@ -302,11 +326,17 @@ def train_loop(
             if state.step % opts.log_every == 0 or "eval_loss" in row or state.step == total_steps:
                 log.write(row)
             out_of_time = opts.max_seconds is not None and _past_deadline(state.train_seconds, opts.max_seconds, acc)
-            if state.step % save_every == 0 or state.step == total_steps or stopped_early or out_of_time:
+            stop_now = _any_process(stop.requested, acc) and state.step < total_steps
+            if state.step % save_every == 0 or state.step == total_steps or stopped_early or out_of_time or stop_now:
                 acc.wait_for_everyone()
                 if acc.is_main_process:
                     last_ckpt = save_checkpoint(ckpt_root, raw_model, optimizer, scheduler, state, opts.keep_checkpoints)
             progress.update(state.step, row)
+            if stop_now:
+                raise TrainingStopped(
+                    f"training stopped by SIGTERM at step {state.step}/{total_steps} with a checkpoint in {ckpt_root}; "
+                    f"continue with `attune train RECIPE --resume {out_dir.parent.parent}`"
+                )
             if stopped_early or out_of_time:
                 break
     finally:
@@ -363,10 +393,14 @@ def _optimizer_step(model, objective, group, context, optimizer, scheduler, opts
 def _past_deadline(seconds: float, budget: float, acc) -> bool:
     """Whether the time budget is spent; with several processes, as soon as any one is past it,
     so that all stop at the same step (one process leaving early would hang the others' all-reduce)."""
-    past = seconds >= budget
+    return _any_process(seconds >= budget, acc)
+
+
+def _any_process(flag: bool, acc) -> bool:
+    """`flag` on any process (an all-reduce with several), so every process takes the same branch."""
     if acc.num_processes == 1:
-        return past
-    return bool(acc.reduce(torch.tensor(float(past), device=acc.device), reduction="sum").item() > 0)
+        return flag
+    return bool(acc.reduce(torch.tensor(float(flag), device=acc.device), reduction="sum").item() > 0)
 
 
 def _early_stop(state: TrainState, value: float, patience: int | None) -> bool:

@@ -23,7 +23,7 @@ from rich.console import Console
 
 from attune.errors import AttuneError
 from attune.recipe import Recipe, Stage, dump_recipe
-from attune.runs import new_run_dir, stage_dir
+from attune.runs import new_run_dir, stage_dir, training_lock
 
 console = Console(stderr=True)
 
@@ -48,17 +48,28 @@ def provenance() -> dict[str, Any]:
 
 
 def _accelerator(stage: Stage):
+    """An Accelerator in the precision `choose_precision` resolves for this machine, and that choice."""
     import torch
     from accelerate import Accelerator
 
-    precision = stage.train.precision
-    if precision == "auto":
-        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
-    mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
-    if mixed != "no" and not torch.cuda.is_available():
-        console.print(f"[yellow]precision {precision} asked on CPU: using fp32 (bf16 matmuls are ~400x slower here)[/yellow]")
-        mixed = "no"
-    return Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
+    from attune.train.precision import choose_precision
+
+    choice = choose_precision(stage.train.precision, "cuda" if torch.cuda.is_available() else "cpu")
+    if stage.train.precision != choice.precision:
+        console.print(f"precision {choice.precision}: {choice.reason}")
+    _allow_new_precision(choice.mixed_precision)
+    return Accelerator(mixed_precision=choice.mixed_precision, cpu=not torch.cuda.is_available()), choice
+
+
+def _allow_new_precision(mixed_precision: str) -> None:
+    """Accelerate keeps one process-wide mixed-precision setting, but stages of one recipe (and runs
+    in one Python session) may each resolve their own: drop the old setting, keep the process group."""
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import DistributedType
+
+    state = AcceleratorState._shared_state
+    if state.get("_mixed_precision") not in (None, mixed_precision) and state.get("distributed_type") != DistributedType.DEEPSPEED:
+        AcceleratorState._reset_state(reset_partial_state=False)
 
 
 def _task_name(src, taken: set[str]) -> str:
@@ -128,7 +139,7 @@ def train_stage(
 
     objective = get_objective(stage.objective)
     torch.manual_seed(stage.train.seed)
-    acc = _accelerator(stage)
+    acc, precision = _accelerator(stage)
     adapter_cfg = stage.adapter or parse_adapter({"type": "lora"})
     adapter_shape = shape(adapter_cfg.type)
     load_kwargs = adapter_shape.load_kwargs(adapter_cfg) if getattr(adapter_shape, "load_kwargs", None) else {}
@@ -174,6 +185,7 @@ def train_stage(
         "val_examples": len(val_examples),
         **{k: v for k, v in result.__dict__.items()},
         "eval_loss_per_task": _last_task_losses(out / "metrics.jsonl"),
+        "precision": precision.as_dict(),
     }
     if acc.is_main_process:
         raw = acc.unwrap_model(model)
@@ -245,6 +257,9 @@ def run_recipe(
 
     # cpu=True matters under torchrun on CPU: without it every rank believes it is rank 0.
     state = PartialState(cpu=not torch.cuda.is_available())
+    if resume and run_dir is not None and not (Path(run_dir) / "recipe.yaml").is_file():
+        what = "does not exist" if not Path(run_dir).exists() else "is not a run directory (no recipe.yaml)"
+        raise AttuneError(f"--resume {run_dir}: {what}")
     if run_dir is None:
         if state.is_main_process:
             run_dir = new_run_dir(Path(recipe.output_dir), recipe.name)
@@ -253,10 +268,16 @@ def run_recipe(
         state.wait_for_everyone()
         run_dir = Path((Path(recipe.output_dir) / recipe.name / ".current").read_text())
     run_dir = Path(run_dir)
-    if state.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
+    if not state.is_main_process:
+        return _train_stages(recipe, run_dir, state, resume, only, show_progress)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with training_lock(run_dir):  # before anything is written: a second trainer changes nothing
         (run_dir / "recipe.yaml").write_text(dump_recipe(recipe))
         (run_dir / "provenance.json").write_text(json.dumps(provenance(), indent=2))
+        return _train_stages(recipe, run_dir, state, resume, only, show_progress)
+
+
+def _train_stages(recipe: Recipe, run_dir: Path, state, resume: bool, only: list[str] | None, show_progress: bool) -> Path:
     base = recipe.model
     for stage in recipe.stages:
         assert stage.name is not None
