@@ -53,11 +53,14 @@ def peft_lora_config(cfg: LoraConfig, **extra):
 
 
 def wrap(model, peft_config):
-    """`get_peft_model`, with an unknown target module turned into a clear error."""
+    """`get_peft_model`, with an unknown target module turned into a clear error; all-linear skips MoE routers."""
     from peft import get_peft_model
 
     from attune.errors import AttuneError
+    from attune.models.architecture import all_linear_targets
 
+    if getattr(peft_config, "target_modules", None) == "all-linear":
+        peft_config.target_modules = all_linear_targets(model)
     try:
         return get_peft_model(model, peft_config)
     except ValueError as exc:

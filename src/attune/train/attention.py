@@ -6,6 +6,11 @@ kernel that computes every masked-out block (`benchmarks/packed_attention.py`: 5
 SDPA with `is_causal=True` (the flash kernel, no mask tensor), and no mask is built.
 Registered with transformers' AttentionInterface and switched on by the loop only while it
 trains packed rows (no padding mask, position ids restarting per example).
+
+Sliding-window layers (Mistral, Qwen2, Starcoder2, Gemma 3...) get the window the model passes
+(`sliding_window=N`: a query sees the N most recent keys, itself included) as a banded mask on
+examples longer than N. Attention soft-capping, sinks and chunked attention are not implemented:
+`models/architecture.py` keeps such models on their own attention, and a call carrying them fails loudly.
 """
 
 from __future__ import annotations
@@ -42,9 +47,14 @@ def packed_causal_attention(module, query, key, value, attention_mask, dropout=0
     position_ids = kwargs.get("position_ids")
     if attention_mask is not None or position_ids is None or query.shape[2] != position_ids.shape[-1]:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    for name in ("softcap", "s_aux", "sinks", "attention_chunk_size"):
+        if kwargs.get(name) is not None:
+            raise RuntimeError(f"attune's packed attention does not implement {name}; models/architecture.py should have kept it off")
     B, H, T, D = query.shape
     lengths = _segment_lengths(position_ids, B)
     p = dropout if module.training else 0.0
+    # the window arrives as an argument (Mistral, Gemma 3) or lives only on the module and in the mask (Qwen2-MoE)
+    window = kwargs["sliding_window"] if "sliding_window" in kwargs else getattr(module, "sliding_window", None)
 
     def pieces(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         # (B, h, T, D) -> (B*T, h, D), a view when the projection wrote (B, T, h, D) as transformers does
@@ -53,11 +63,21 @@ def packed_causal_attention(module, query, key, value, attention_mask, dropout=0
     out = [
         F.scaled_dot_product_attention(
             q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None],
-            is_causal=True, scale=scaling, dropout_p=p, enable_gqa=key.shape[1] != H,
+            attn_mask=_band(q.shape[0], window, q.device), is_causal=window is None or q.shape[0] <= window,
+            scale=scaling, dropout_p=p, enable_gqa=key.shape[1] != H,
         )[0].transpose(0, 1)  # (L, H, D)
         for q, k, v in zip(pieces(query), pieces(key), pieces(value))
     ]
     return torch.cat(out).view(B, T, H, D), None
+
+
+def _band(length: int, window: int | None, device: torch.device) -> torch.Tensor | None:
+    """(L, L) boolean mask: key j visible to query i iff i - window < j <= i; None when plain causal covers it."""
+    if window is None or length <= window:
+        return None
+    i = torch.arange(length, device=device)
+    offset = i[:, None] - i[None, :]
+    return (offset >= 0) & (offset < window)
 
 
 def _register() -> None:
@@ -70,13 +90,17 @@ def _register() -> None:
 
 @contextmanager
 def packed_attention(model: nn.Module) -> Iterator[None]:
-    """Use per-example causal attention inside the block; restore the model's own afterwards."""
+    """Use per-example causal attention inside the block; restore the model's own afterwards.
+
+    A model whose attention this does not implement (`arch.packed_attention_ok`) keeps its own.
+    """
+    from attune.models.architecture import packed_attention_ok
     from attune.train.logprobs import unwrap
 
     inner = unwrap(model)
     config = inner.config
     previous = getattr(config, "_attn_implementation", None)
-    if previous not in ("sdpa", "eager", None):
+    if previous not in ("sdpa", "eager", None) or not packed_attention_ok(inner):
         yield  # flash-attention and other kernels already handle packed position ids
         return
     _register()

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from attune.errors import AttuneError
+from attune.models.architecture import packing_ok
 from attune.train.attention import packed_attention
 from attune.train.batching import plan_epoch
 from attune.train.checkpoint import TrainState, list_checkpoints
@@ -147,7 +148,7 @@ def is_prompt_learning(model: nn.Module) -> bool:
 def _settle_packing(objective: Objective, model: nn.Module) -> Any:
     """The options the run uses: packing only for packable objectives on models that can take packed rows."""
     opts = objective.context.options
-    if opts.packing and not (objective.packable and not is_prompt_learning(model)):
+    if opts.packing and not (objective.packable and not is_prompt_learning(model) and packing_ok(model)):
         opts = objective.context.options = opts.model_copy(update={"packing": False})
     return opts
 

@@ -30,12 +30,19 @@ class _LoraLinear(torch.autograd.Function):
     def forward(ctx, x, weight, bias, lora_a, lora_b, scaling: float):  # type: ignore[override]
         x2 = x.reshape(-1, x.shape[-1])  # (N, in)
         xa = x2 @ lora_a.t()  # (N, r)
-        out = x2 @ weight.t() if bias is None else torch.addmm(bias, x2, weight.t())  # (N, out)
-        out.addmm_(xa, lora_b.t(), alpha=scaling)
+        # written through a 2-D view of the final tensor: an output that is itself a view may not be
+        # modified in place by the caller (Llama 4 does), and a copy would cost a full-size tensor
+        out = x2.new_empty(*x.shape[:-1], weight.shape[0])
+        flat = out.view(-1, weight.shape[0])  # (N, out)
+        if bias is None:
+            torch.mm(x2, weight.t(), out=flat)
+        else:
+            torch.addmm(bias, x2, weight.t(), out=flat)
+        flat.addmm_(xa, lora_b.t(), alpha=scaling)
         ctx.save_for_backward(x2, xa, weight, lora_a, lora_b)
         ctx.scaling = scaling
         ctx.in_shape = x.shape
-        return out.view(*x.shape[:-1], out.shape[-1])
+        return out
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]

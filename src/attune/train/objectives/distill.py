@@ -35,7 +35,7 @@ from torch import nn
 
 from attune.adapters.base import AdapterConfig
 from attune.errors import AttuneError
-from attune.train.logprobs import IGNORE, final_hidden, unwrap
+from attune.train.logprobs import IGNORE, final_hidden, output_head, unwrap
 from attune.train.objective import Batch, Example
 from attune.train.objectives import sft
 
@@ -245,7 +245,7 @@ def logit_loss_sum(
     width = hs.shape[-1]
     hs = hs[:, :-1].reshape(-1, width).index_select(0, flat)
     ht = ht[:, :-1].reshape(-1, ht.shape[-1]).index_select(0, flat)
-    head_s, head_t = unwrap(student).get_output_embeddings(), unwrap(teacher).get_output_embeddings()
+    head_s, head_t = output_head(student), output_head(teacher)
     total = hs.new_zeros((), dtype=torch.float32)
     for s in range(0, hs.shape[0], chunk):
         total = total + torch.utils.checkpoint.checkpoint(
