@@ -75,7 +75,6 @@ def test_early_stopping(tiny_model, tokenizer, tmp_path):
 
 def test_resume_from_checkpoint_matches_uninterrupted(tokenizer, tmp_path, monkeypatch):
     """In-process version of the resume guarantee (the SIGKILL version runs `attune train` in a subprocess)."""
-    import attune.train.loop as loop_module
     from conftest import make_tiny_model
 
     def run(out, resume=False):
@@ -86,7 +85,9 @@ def test_resume_from_checkpoint_matches_uninterrupted(tokenizer, tmp_path, monke
         return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
     full = run(tmp_path / "full")
-    real_save = loop_module.save_checkpoint
+    import attune.train.checkpoint as checkpoint_module  # the loop saves through train/distributed.py
+
+    real_save = checkpoint_module.save_checkpoint
 
     def save_then_die(root, model, optimizer, scheduler, state, keep):
         path = real_save(root, model, optimizer, scheduler, state, keep)
@@ -94,10 +95,10 @@ def test_resume_from_checkpoint_matches_uninterrupted(tokenizer, tmp_path, monke
             raise KeyboardInterrupt  # killed right after the step-4 checkpoint
         return path
 
-    monkeypatch.setattr(loop_module, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(checkpoint_module, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "cut")
-    monkeypatch.setattr(loop_module, "save_checkpoint", real_save)
+    monkeypatch.setattr(checkpoint_module, "save_checkpoint", real_save)
     resumed = run(tmp_path / "cut", resume=True)
     for name, value in full.items():
         assert torch.allclose(value, resumed[name], atol=1e-6), name
