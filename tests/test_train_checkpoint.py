@@ -34,22 +34,21 @@ def _train(tokenizer, out, resume: bool = False, stop_after: int | None = None) 
 
     torch.manual_seed(0)
     model = _lora(make_tiny_model(tokenizer))
-    ctx = _context(tokenizer, max_steps=4, save_every=1, keep_checkpoints=3)
-    save = loop_module.save_checkpoint
+    objective = _context(tokenizer, max_steps=4, save_every=1, keep_checkpoints=3)
+    save = loop_module.Checkpoints.save
 
-    def save_then_die(root, model, optimizer, scheduler, state, keep):
-        path = save(root, model, optimizer, scheduler, state, keep)
+    def save_then_die(self, state):
+        save(self, state)
         if state.step == stop_after:
             raise KeyboardInterrupt
-        return path
 
-    loop_module.save_checkpoint = save_then_die
+    loop_module.Checkpoints.save = save_then_die
     try:
-        train_loop(model, ctx, _examples(16), [], out, resume=resume, show_progress=False)
+        train_loop(model, objective, _examples(16), [], out, resume=resume, show_progress=False)
     except KeyboardInterrupt:
         pass
     finally:
-        loop_module.save_checkpoint = save
+        loop_module.Checkpoints.save = save
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
