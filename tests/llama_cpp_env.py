@@ -41,7 +41,10 @@ def llama_cpp():
         shutil.rmtree(tmp, ignore_errors=True)
         env = {**os.environ, "CMAKE_ARGS": CMAKE_ARGS, "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2)}
         cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(tmp), f"llama-cpp-python=={VERSION}", "diskcache"]
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
+        try:  # ~7 min on 2 idle cores; bounded so a starved machine skips instead of eating the CI budget
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
+        except subprocess.TimeoutExpired:
+            pytest.skip(f"building llama-cpp-python {VERSION} took over 20 minutes here; skipped")
         if done.returncode != 0:
             pytest.skip(f"building llama-cpp-python {VERSION} failed: {done.stderr[-800:]}")
         os.replace(tmp, target)
