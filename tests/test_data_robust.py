@@ -63,6 +63,28 @@ def test_invalid_utf8_is_named_by_line(tmp_path):
     assert "invalid UTF-8" in check_file(f).problems[0].message
 
 
+@pytest.mark.parametrize("split", ["file", "blank-line"])
+def test_text_files_are_checked_for_their_encoding_like_jsonl(tmp_path, split):
+    """A plain-text corpus gets the same encoding checks: BOM skipped, UTF-16 refused, bad bytes named by line."""
+    from attune.data.source import DataSource
+
+    def load(path):
+        return load_records(DataSource(path=str(path), format="text", text_split=split))
+
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes(b"\xef\xbb\xbfFirst paragraph.\n\nSecond one.\n")
+    texts = [r.text for r in load(bom)]
+    assert texts[0].startswith("First") and "\ufeff" not in "".join(texts)
+    wide = tmp_path / "wide.txt"
+    wide.write_bytes("Some text.\n".encode("utf-16"))
+    with pytest.raises(AttuneError, match="UTF-16.*convert it to UTF-8"):
+        load(wide)
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes(b"ok line\n\n" + "caf\u00e9 au lait\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1.txt:3.*invalid UTF-8"):
+        load(bad)
+
+
 def test_a_mixed_file_says_which_format_was_detected(tmp_path):
     f = tmp_path / "mixed.jsonl"
     f.write_text(_jsonl(f, [CHAT, ALPACA, CHAT]))

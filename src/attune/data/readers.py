@@ -3,7 +3,7 @@
 JSONL is read line by line (exact line numbers, malformed lines reported, constant memory: a line
 over `MAX_LINE_BYTES` is reported with its size and never held whole); files must be UTF-8 (a
 UTF-8 byte-order mark is skipped, UTF-16/32 is refused with the reason, invalid bytes are named
-by line);
+by line; the same holds for text files);
 CSV / Parquet / Arrow go through `datasets` in streaming mode; `.txt` / `.md` files are one
 document each (or, with `text_split="blank-line"`, one per blank-line-separated block, read line by
 line so a text file larger than memory streams too), and a folder yields every text-like file inside it.
@@ -48,9 +48,7 @@ def iter_rows(path: Path, text_split: str = "file") -> Iterator[tuple[str, Row]]
     elif suffix in TEXT_SUFFIXES and text_split == "blank-line":
         yield from _text_blocks(path)
     elif suffix in TEXT_SUFFIXES:
-        text = path.read_text(errors="replace")
-        if text.strip():
-            yield f"{path}:1", text
+        yield from _text_file(path)
     else:
         raise AttuneError(f"{path}: unsupported file type {suffix!r} (use .jsonl, .json, .csv, .parquet, .txt or .md)")
 
@@ -106,19 +104,34 @@ def _jsonl(path: Path) -> Iterator[tuple[str, Row]]:
         yield source, row if isinstance(row, dict) else Problem(source, "", "expected a JSON object per line")
 
 
-def _text_blocks(path: Path) -> Iterator[tuple[str, str]]:
+def _text_file(path: Path) -> Iterator[tuple[str, Row]]:
+    """The whole file as one document, checked line by line for its encoding like JSONL."""
+    parts: list[str] = []
+    for n, line in _lines(path):
+        if isinstance(line, Problem):
+            yield f"{path}:{n}", line
+            continue
+        parts.append(line)
+    text = "".join(parts)
+    if text.strip():
+        yield f"{path}:1", text
+
+
+def _text_blocks(path: Path) -> Iterator[tuple[str, Row]]:
     """Blank-line-separated blocks, each with the line it starts on; never more than one block in memory."""
     block: list[str] = []
     start = 1
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for n, line in enumerate(fh, 1):
-            if line.strip():
-                if not block:
-                    start = n
-                block.append(line)
-            elif block:
-                yield f"{path}:{start}", "".join(block).strip()
-                block = []
+    for n, line in _lines(path):
+        if isinstance(line, Problem):
+            yield f"{path}:{n}", line
+            continue
+        if line.strip():
+            if not block:
+                start = n
+            block.append(line)
+        elif block:
+            yield f"{path}:{start}", "".join(block).strip()
+            block = []
     if block:
         yield f"{path}:{start}", "".join(block).strip()
 

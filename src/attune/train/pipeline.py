@@ -111,16 +111,19 @@ def train_stage(
             soft_wrap=True,
         )
     val_tasks: dict[str, list[dict]] = {}
+    dropped: dict[str, int] = {}
     if objective.streams and stage.train.streaming:  # read, tokenize and pack while training
         examples, val_examples = stream_stage(recipe, stage, objective)
     else:
         train_records, val_records, task_records = load_stage_records(recipe, stage, objective.record_kinds)
         examples = objective.prepare(train_records)
         val_examples = objective.prepare(val_records) if val_records else []
+        # what tokenization cut or removed from the stage's records, training and validation (counted as they
+        # are prepared; the per-task validation sets below are the same records again)
+        dropped = {k: n for k in ("dropped_no_labels", "truncated") if (n := getattr(objective, k, 0))}
         val_tasks = {name: objective.prepare(recs) for name, recs in task_records.items()}
         if not examples:
             raise AttuneError(f"stage {stage.name!r}: no usable training examples after tokenization")
-    dropped = {k: context.state[k] for k in ("dropped_no_labels", "truncated") if context.state.get(k)}
     if dropped and acc.is_main_process:  # records tokenization cut or removed: never silent
         said = {"dropped_no_labels": "dropped (no supervised token left within max_length)", "truncated": "truncated"}
         console.print(f"[yellow]{stage.name}: " + ", ".join(f"{n} record(s) {said[k]}" for k, n in dropped.items())
