@@ -155,7 +155,7 @@ def test_llama_cpp_base_plus_adapter_answers_like_attune(tmp_path):
     with torch.no_grad():  # a moderate change: the answers move, the logits stay far from ties
         for name, p in peft_model.named_parameters():
             if "lora_B" in name:
-                p.mul_(0.02)
+                p.mul_(0.1)
     peft_model.save_pretrained(str(tmp_path / "lora"))
     base = peft_model.unload()
     write_gguf(base, tokenizer, tmp_path / "base.gguf")
