@@ -102,12 +102,13 @@ def test_with_max_steps_the_stream_is_read_for_as_long_as_the_run_lasts():
 
 
 def test_streaming_cpt_trains_a_corpus_larger_than_the_memory_budget(tmp_path, tokenizer):
-    """2 MB of text, a 1 MB budget on Python allocations: a whole counting pass plus training steps stay under it,
-    while merely loading the same corpus as records (the non-streaming path) goes over it."""
+    """6 MB of text, a 4 MB budget on Python allocations: a whole counting pass plus training steps stay under it,
+    while merely loading the same corpus as records (the non-streaming path) goes over it. (The streaming peak
+    is a constant ~3 MB of the loop's own bookkeeping since the objective/checkpoint refactors, not per-document.)"""
     from conftest import make_tiny_model
 
-    budget = 1_000_000
-    corpus = _corpus(tmp_path / "big.jsonl", 2.0)
+    budget = 4_000_000
+    corpus = _corpus(tmp_path / "big.jsonl", 6.0)
     warm_recipe, warm_stage = _stage(str(_corpus(tmp_path / "small.jsonl", 0.02)), max_steps=1, val_fraction=0)
     warm = _context(warm_stage, tokenizer)
     train_loop(make_tiny_model(tokenizer), warm, stream_stage(warm_recipe, warm_stage, warm)[0], [],
