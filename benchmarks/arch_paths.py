@@ -16,19 +16,9 @@ Each is timed as a median of `--runs` (forward + backward, after one warm-up ste
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
-import subprocess
 import time
 from contextlib import nullcontext
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 def build(family: str):
@@ -81,6 +71,7 @@ def main() -> None:
     import attune.models.architecture as arch
     from attune.train.attention import packed_attention
     from attune.train.batching import pack_rows
+    from attune.train.precision import cpu_model
 
     model = build(args.family)
     exs = examples()
@@ -100,7 +91,7 @@ def main() -> None:
     arch.COVERED = arch.COVERED - {args.family}  # what a family outside the matrix gets
     safe = step_seconds(model, unpacked, lambda m: nullcontext(), args.runs)
 
-    print(f"{args.family}: {tokens} tokens in {len(exs)} examples; CPU: {cpu_name()}; median of {args.runs} steps")
+    print(f"{args.family}: {tokens} tokens in {len(exs)} examples; CPU: {cpu_model()}; median of {args.runs} steps")
     for name, s in (("fast (packed, per-example attention, fused head)", fast),
                     ("own attention (packed, block-diagonal mask, fused head)", own_attention),
                     ("safe (unpacked, own attention, own logits)", safe)):

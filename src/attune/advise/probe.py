@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from attune.advise.hardware import Hardware
+from attune.train.precision import cpu_model
 
 PREFILL_TOKENS = 128
 MATMUL_SIZE = 1024
@@ -46,17 +47,6 @@ class Probe:
     forward_gflops: float | None = None  # 2N x tokens / prefill seconds
     decode_s_per_token: float | None = None
     measured_at: str = ""
-
-
-def cpu_name() -> str:
-    """The CPU model as the kernel reports it (lscpu's "Model name")."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def matmul_gflops(size: int = MATMUL_SIZE, repeats: int = 5) -> float:
@@ -102,7 +92,7 @@ def _cache_file(model_ref: str | None) -> Path:
 
     from attune.models.builtin import cache_root
 
-    key = json.dumps([platform.node(), cpu_name(), torch.get_num_threads(), model_ref])
+    key = json.dumps([platform.node(), cpu_model(), torch.get_num_threads(), model_ref])
     return cache_root() / "advise" / f"probe-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
 
@@ -113,7 +103,7 @@ def probe_machine(model_ref: str | None = None, compute_params: int | None = Non
     file = _cache_file(model_ref)
     if file.is_file() and not fresh:
         return Probe(**json.loads(file.read_text()))
-    probe = Probe(cpu_name(), torch.get_num_threads(), round(matmul_gflops(), 1),
+    probe = Probe(cpu_model(), torch.get_num_threads(), round(matmul_gflops(), 1),
                   measured_at=time.strftime("%Y-%m-%d %H:%M", time.gmtime()))
     if model_ref and compute_params and compute_params <= PROBE_MAX_PARAMS:
         try:
