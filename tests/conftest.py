@@ -18,6 +18,19 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 BUILTIN = "builtin:smollm2-135m-instruct"
 
 
+@pytest.fixture(autouse=True)
+def _bitsandbytes_gate_opened():
+    """A CLI call made in this process (CliRunner) keeps bitsandbytes out of it (attune.bitsandbytes_gate);
+    open the gate again after each test, so that tests which import bitsandbytes see it installed."""
+    yield
+    from attune.bitsandbytes_gate import let_bitsandbytes_in
+
+    try:
+        let_bitsandbytes_in()
+    except ImportError:  # not installed: nothing was hidden
+        pass
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     """The builtin SmolLM2 tokenizer (with its ChatML chat template)."""

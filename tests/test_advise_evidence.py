@@ -95,7 +95,12 @@ def test_evidence_on_the_builtin_scenario(tmp_path):
     assert "## Evidence (measured on your held-out data)" in text and "**Verdict**: " in text
     ev = json.loads(next((tmp_path / "runs").glob("*/*/advice-evidence.json")).read_text())
     assert {m["method"] for m in ev["measured"]} == {"lora", "few-shot", "zero-shot"}
-    assert sorted(m["evidence_rank"] for m in ev["measured"]) == [1, 2, 3]
+    # on 6 examples the three may be statistically tied (all rank 1); whatever the data, the tied share rank 1
+    # and the rest follow 2, 3, ... by utility
+    tied = [m for m in ev["measured"] if m["tied"]]
+    rest = sorted((m for m in ev["measured"] if not m["tied"]), key=lambda m: -m["utility"])
+    assert tied and all(m["evidence_rank"] == 1 for m in tied)
+    assert [m["evidence_rank"] for m in rest] == list(range(2, 2 + len(rest)))
     assert ev["verdict"].startswith(("confirmed", "overturned"))
     assert all("p_vs_best" in m and "ci" in m for m in ev["measured"])
     lora = next(m for m in ev["measured"] if m["method"] == "lora")

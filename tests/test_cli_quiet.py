@@ -52,3 +52,30 @@ def test_enumerated_options_list_their_choices(command, option, choices):
     assert "|".join(choices) in re.sub(r"\s+", "", help_text).replace("<", "").replace(">", "") or all(c in help_text for c in choices)
     bad = runner.invoke(app, [*command, option, "nope"], terminal_width=200)
     assert bad.exit_code == 2 and all(f"'{c}'" in bad.output for c in choices), bad.output
+
+
+def test_bitsandbytes_is_imported_only_for_qlora(tmp_path, tiny_model_dir):
+    """One CLI process trains LoRA without importing bitsandbytes, then QLoRA with it (the gate lifts)."""
+    pytest.importorskip("bitsandbytes")
+    import yaml
+
+    lora = _recipe(tmp_path, tiny_model_dir, max_steps=2)
+    spec = yaml.safe_load(lora.read_text())
+    spec["name"], spec["stages"][0]["adapter"]["type"] = "tiny-q", "qlora"
+    qlora = tmp_path / "qlora.yaml"
+    qlora.write_text(yaml.safe_dump(spec))
+    script = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from attune.cli import app\n"
+        "def train(recipe):\n"
+        "    res = CliRunner().invoke(app, ['train', recipe, '--no-progress'])\n"
+        "    assert res.exit_code == 0, (res.output, res.exception)\n"
+        "    return sys.modules.get('bitsandbytes') is not None\n"
+        f"print('lora', train({str(lora)!r}), 'peft' in sys.modules)\n"
+        f"print('qlora', train({str(qlora)!r}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "lora False True" in done.stdout and "qlora True" in done.stdout, done.stdout

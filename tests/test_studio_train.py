@@ -59,13 +59,16 @@ def test_a_second_trainer_on_a_run_dir_is_refused_and_writes_nothing(tmp_path, t
 def test_sigterm_stops_at_a_step_with_a_checkpoint_and_resume_finishes(tmp_path, tiny_model_dir):
     recipe = _recipe(tmp_path, tiny_model_dir, max_steps=400, save_every=1000)
     run = new_run_dir(tmp_path / "runs", "tiny")
+    (run / "recipe.yaml").write_text(recipe.read_text())  # as the studio's start_training does before it launches
     cmd = [sys.executable, "-m", "attune", "train", str(recipe), "--resume", str(run), "--no-progress"]
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     metrics = run / "stages" / "sft" / "metrics.jsonl"
     deadline = time.time() + 300
-    while time.time() < deadline and not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 2):
+    while time.time() < deadline and proc.poll() is None and not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 2):
         time.sleep(0.1)
-    assert training_pid(run) == proc.pid
+    if training_pid(run) != proc.pid:
+        proc.kill()
+        pytest.fail(f"no live trainer recorded in {run}: {proc.communicate()[0][-4000:]}")
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 1, out

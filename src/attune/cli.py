@@ -32,6 +32,9 @@ err = Console(stderr=True)
 def _global_options(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="also show other libraries' warnings and logs (hidden by default)"),
 ) -> None:
+    from attune.bitsandbytes_gate import keep_bitsandbytes_out
+
+    keep_bitsandbytes_out()  # only QLoRA imports it (attune.bitsandbytes_gate)
     if not verbose:
         from attune.quiet import quiet_third_party
 

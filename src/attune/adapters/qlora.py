@@ -24,7 +24,10 @@ class QLoraConfig(LoraConfig):
 
 
 def load_kwargs(cfg: QLoraConfig) -> dict[str, Any]:
+    from attune.bitsandbytes_gate import let_bitsandbytes_in
+
     try:
+        let_bitsandbytes_in()
         import bitsandbytes  # noqa: F401
         import torch
         from transformers import BitsAndBytesConfig

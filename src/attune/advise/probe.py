@@ -5,9 +5,9 @@ an AMX Xeon, DESIGN.md), and a profile measured on a loaded machine is slow for 
 So for `hardware: cpu` (this machine) the advisor measures:
 
 - **matmul**: fp32 (attune's CPU training dtype) 1024 x 1024 matmuls, best of a few: the peak;
-- **prefill**: one forward pass of the chosen model over `PREFILL_TOKENS` tokens: the FLOP/s a
-  real forward of *this* model reaches (2N per token), whose share of the peak is the MFU the
-  time estimate uses;
+- **prefill**: the fastest of three forward passes of the chosen model over `PREFILL_TOKENS`
+  tokens: the FLOP/s a real forward of *this* model reaches (2N per token), whose share of the
+  peak is the MFU the time estimate uses;
 - **decode**: one next-token step with the KV cache: seconds per output token, i.e. the
   weight-reading bandwidth of decoding.
 
@@ -31,6 +31,7 @@ from attune.advise.hardware import Hardware
 from attune.train.precision import cpu_model
 
 PREFILL_TOKENS = 128
+PREFILL_REPEATS = 3
 MATMUL_SIZE = 1024
 PROBE_MAX_PARAMS = 2_000_000_000  # larger models are not loaded just to be timed on a CPU
 
@@ -64,7 +65,7 @@ def matmul_gflops(size: int = MATMUL_SIZE, repeats: int = 5) -> float:
 
 
 def model_steps(model_ref: str, compute_params: int) -> tuple[float, float, float]:
-    """(prefill tokens/s, forward GFLOP/s, decode seconds per token) of one prefill and one decode step."""
+    """(prefill tokens/s, forward GFLOP/s, decode seconds per token) of the best prefill and the median decode step."""
     import torch
 
     from attune.models.loading import load_model
@@ -75,9 +76,12 @@ def model_steps(model_ref: str, compute_params: int) -> tuple[float, float, floa
     ids = torch.randint(0, vocab, (1, PREFILL_TOKENS))
     with torch.no_grad():
         model(input_ids=ids[:, :8])  # warm-up
-        t0 = time.perf_counter()
-        out = model(input_ids=ids, use_cache=True)
-        prefill = time.perf_counter() - t0
+        prefills = []
+        for _ in range(PREFILL_REPEATS):  # the best of a few: one pass is easily slowed by a neighbour on a shared machine
+            t0 = time.perf_counter()
+            out = model(input_ids=ids, use_cache=True)
+            prefills.append(time.perf_counter() - t0)
+        prefill = min(prefills)
         step = torch.randint(0, vocab, (1, 1))
         decode = []
         for _ in range(3):

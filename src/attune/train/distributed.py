@@ -292,7 +292,8 @@ class _ShardHooks:
         _assign_full(self.acc, self.raw, weights)
 
     def load_optimizer(self, path: Path) -> None:
-        saved = torch.load(self._shard(path), map_location="cpu", weights_only=True)  # plain tensors: nothing is unpickled
+        with torch.serialization.safe_globals(_deepspeed_state_types() if sharding(self.acc) in ("zero1", "zero2", "zero3") else []):
+            saved = torch.load(self._shard(path), map_location="cpu", weights_only=True)
         if saved["world"] != self.acc.num_processes:
             raise AttuneError(
                 f"checkpoint {path} was written by {saved['world']} processes; resume it with the same number "
@@ -304,6 +305,17 @@ class _ShardHooks:
             self.optimizer.load_state_dict(states, load_optimizer_states=True, load_from_fp32_weights=False)
         else:
             self.optimizer.load_state_dict(_sharded_state(saved["state"], self.optimizer))
+
+
+def _deepspeed_state_types() -> list[type]:
+    """The DeepSpeed classes inside a ZeRO optimizer's state dict (its stage enum, loss scaler, fragment
+    addresses). `weights_only` loading refuses any class not allowlisted; these four are plain records,
+    so a shard stays safe to load without unpickling arbitrary code."""
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [ZeroStageEnum, LossScaler, DynamicLossScaler, fragment_address]
 
 
 def _local_state(state: dict) -> dict:
