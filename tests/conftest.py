@@ -19,6 +19,17 @@ BUILTIN = "builtin:smollm2-135m-instruct"
 
 
 @pytest.fixture(autouse=True)
+def _accelerate_back_to_fp32():
+    """Accelerate keeps one process-wide mixed-precision setting: a stage whose `precision: auto` chose bf16
+    (on a CPU with fast bf16, e.g. AVX512-BF16 or AMX) would leave it to every later `Accelerator(cpu=True)`
+    in this process. Each test starts from fp32, as it would in a process of its own."""
+    yield
+    from attune.train.pipeline import allow_new_precision
+
+    allow_new_precision("no")
+
+
+@pytest.fixture(autouse=True)
 def _bitsandbytes_gate_opened():
     """A CLI call made in this process (CliRunner) keeps bitsandbytes out of it (attune.bitsandbytes_gate);
     open the gate again after each test, so that tests which import bitsandbytes see it installed."""

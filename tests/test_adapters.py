@@ -109,6 +109,37 @@ def test_qlora_loads_4bit_and_trains(tiny_model_dir):
     assert losses[-1] < losses[0]
 
 
+def test_qlora_still_backpropagates_after_an_inference_forward(tiny_model_dir):
+    """Validation or a rollout (eval mode, no grad) between steps must not cut the gradient: on CPUs with
+    AVX512-BF16, bitsandbytes would repack the 4-bit weights into a layout whose kernel has no backward."""
+    pytest.importorskip("bitsandbytes")
+    from transformers import AutoModelForCausalLM
+
+    from attune.adapters import shape
+
+    cfg = parse_adapter({"type": "qlora", "r": 4, "alpha": 8})
+    model = apply_adapter(AutoModelForCausalLM.from_pretrained(tiny_model_dir, **shape("qlora").load_kwargs(cfg)), cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.1)  # lora_B starts at 0, which would hide a missing gradient into lora_A
+    ids = torch.tensor([[1, 20, 30, 40, 50, 60]])
+
+    def gradients() -> dict[str, torch.Tensor]:
+        model.train()
+        model.zero_grad()
+        model(input_ids=ids, labels=ids).loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    before = gradients()
+    model.eval()
+    with torch.no_grad():
+        model(input_ids=ids)
+    after = gradients()
+    assert all(torch.allclose(before[n], after[n], atol=1e-6) for n in before), \
+        [n for n in before if not torch.allclose(before[n], after[n], atol=1e-6)]
+
+
 def test_config_errors_are_clear(tiny_model):
     from pydantic import ValidationError
 

@@ -104,7 +104,9 @@ def test_evidence_on_the_builtin_scenario(tmp_path):
     assert ev["verdict"].startswith(("confirmed", "overturned"))
     assert all("p_vs_best" in m and "ci" in m for m in ev["measured"])
     lora = next(m for m in ev["measured"] if m["method"] == "lora")
-    assert lora["cost"]["train_seconds"] > 0 and lora["rule_rank"] == 1
+    assert lora["cost"]["train_seconds"] > 0
+    # the rules' order of the top two depends on this machine's measured speed (the probe), not on the data
+    assert sorted(m["rule_rank"] for m in ev["measured"] if m["method"] in ("lora", "few-shot")) == [1, 2]
 
 
 def test_rag_candidates_take_the_recipes_documents():

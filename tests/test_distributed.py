@@ -50,10 +50,12 @@ def _stage(name: str, data: Path, adapter: dict, **train) -> dict:
     # Adam divides by the gradient's running RMS, so summation-order noise in tiny gradients becomes a
     # share of the learning rate: lr 1e-3 keeps that under 1e-5 while 3 steps still move every weight
     lr = 1e-3 * (0.1 if adapter["type"] == "full" else 1.0)
+    # fp32: the check is that sharding changes nothing; bf16 autocast (what `auto` picks where bf16 is
+    # faster) rounds each layout's partial sums differently, far above 1e-5
     return {
         "name": name, "objective": objective, "start": "base", "data": {"path": str(data)}, "adapter": adapter,
         "train": {"lr": lr, "batch_tokens": 192, "max_length": 64, "warmup_ratio": 0.0, "seed": 3,
-                  "max_steps": STEPS, "val_fraction": 0.0, "save_every": 1, **train},
+                  "max_steps": STEPS, "val_fraction": 0.0, "save_every": 1, "precision": "fp32", **train},
     }
 
 

@@ -62,7 +62,11 @@ def _base(tokenizer, adapter_shape, cfg, tmp_path):
         if not path.is_dir():
             make_tiny_model(tokenizer, seed=7).save_pretrained(path)
             tokenizer.save_pretrained(path)
-        return load_model(str(path), device="cpu", model_kwargs=adapter_shape.load_kwargs(cfg)).model
+        model = load_model(str(path), device="cpu", model_kwargs=adapter_shape.load_kwargs(cfg)).model
+        from attune.adapters.qlora import keep_trainable_layout
+
+        keep_trainable_layout(model)  # as training has it: the reloaded copy computes like the trained one
+        return model
     return make_tiny_model(tokenizer, seed=7)
 
 

@@ -51,7 +51,20 @@ def _apply(model, cfg: QLoraConfig):
     if getattr(model, "quantization_method", None) is None and not getattr(model, "is_loaded_in_4bit", False):
         raise AttuneError("qlora: the base model was not loaded in 4-bit (load it with the shape's load_kwargs)")
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    keep_trainable_layout(model)
     return wrap(model, peft_lora_config(cfg))
+
+
+def keep_trainable_layout(model) -> None:
+    """bitsandbytes 0.50, on a CPU with AVX512-BF16, repacks a 4-bit weight for a faster kernel at the
+    layer's first eval-mode forward without gradients (validation, rollouts, generation). That kernel has
+    no backward: every later training step silently passes no gradient through the layer to the LoRA
+    layers below it (and it computes in bf16). Training keeps the layout that backpropagates."""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
 
 
 apply = register("qlora", QLoraConfig, load_kwargs=load_kwargs)(_apply)

@@ -213,6 +213,7 @@ class Engine:
         self._vocab = model.get_input_embeddings().num_embeddings
         self._tokens_per_second: float | None = None  # measured decode throughput (all rows), for Retry-After
         self._tokens_per_request: float | None = None  # completion tokens of finished requests (moving average)
+        self._previous_decode: tuple[float, int] | None = None  # (start, rows) of the last decode while busy
         # the shared batch: KV cache, (B, L) attention mask, (B,) next position and last sampled token
         self._cache = None
         self._mask = None
@@ -345,6 +346,7 @@ class Engine:
             if not self._rows:
                 return
         started = time.monotonic()
+        self._measure_throughput(started)
         result = self._decode_isolated()
         if result is None:
             return
@@ -358,8 +360,7 @@ class Engine:
         s.decode_rows += B
         s.max_rows = max(s.max_rows, B)
         s.mixed_passes += len(set(adapters)) > 1
-        rate = B / max(time.monotonic() - started, 1e-6)
-        self._tokens_per_second = rate if self._tokens_per_second is None else 0.9 * self._tokens_per_second + 0.1 * rate
+        self._previous_decode = (started, B)
         self._observe("decode", {"rows": B, "adapters": len(set(adapters))})
         for row, token in zip(self._rows, tokens.tolist()):
             if row.request.cancelled:
@@ -367,6 +368,15 @@ class Engine:
             else:
                 self._push(row, token)
         self._keep([i for i, r in enumerate(self._rows) if not r.done])
+
+    def _measure_throughput(self, now: float) -> None:
+        """Tokens per second over the whole last step (decode, prefills of joining requests, sampling,
+        stop-string search, delivery): the forward pass alone overstates it, and Retry-After with it."""
+        if self._previous_decode is None:
+            return
+        then, rows = self._previous_decode
+        rate = rows / max(now - then, 1e-6)
+        self._tokens_per_second = rate if self._tokens_per_second is None else 0.9 * self._tokens_per_second + 0.1 * rate
 
     def _decode_pass(self, rows: list[_Row], select: list[int] | None = None):
         """Forward one token for `rows` (all running rows, or only those at `select`) and sample.
@@ -536,6 +546,7 @@ class Engine:
         self._rows = [self._rows[i] for i in keep]
         if not keep:
             self._cache = self._mask = self._pos = self._last = None
+            self._previous_decode = None  # idle from here: the next gap is not decode time
             return
         idx = torch.tensor(keep, device=self._mask.device)
         self._cache.batch_select_indices(idx)

@@ -99,6 +99,9 @@ def train_loop(
             scope.enter_context(packed_attention(raw_model))
         scope.enter_context(fused_lora(raw_model))
         scope.callback(log.close)
+        # the loop autocasts each step itself; the caller gets its model back without the autocast forward
+        # that `prepare` installed (which would keep later inference in bf16)
+        scope.callback(acc.unwrap_model, model, keep_fp32_wrapper=False)
         stop = scope.enter_context(_StopRequest())
         for step in range(state.step, total_steps):
             t0 = time.perf_counter()

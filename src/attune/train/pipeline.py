@@ -58,11 +58,11 @@ def _accelerator(stage: Stage):
     choice = choose_precision(stage.train.precision, "cuda" if torch.cuda.is_available() else "cpu")
     if stage.train.precision != choice.precision:
         console.print(f"precision {choice.precision}: {choice.reason}")
-    _allow_new_precision(choice.mixed_precision)
+    allow_new_precision(choice.mixed_precision)
     return make_accelerator(choice.mixed_precision, stage.train), choice
 
 
-def _allow_new_precision(mixed_precision: str) -> None:
+def allow_new_precision(mixed_precision: str) -> None:
     """Accelerate keeps one process-wide mixed-precision setting, but stages of one recipe (and runs
     in one Python session) may each resolve their own: drop the old setting, keep the process group."""
     from accelerate.state import AcceleratorState
