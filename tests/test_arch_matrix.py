@@ -240,9 +240,10 @@ def _generate(model, ids: list[int], n: int) -> list[int]:
 
 @pytest.mark.parametrize("family", ALL)
 def test_greedy_generation_equals_model_generate(family, models, tokenizer):
-    """(d) attune's generators, `HFGenerator` and the serve engine's batched path: `model.generate` token for token."""
+    """(d) attune's generators, `HFGenerator` (the engine in the caller's thread, also with a LoRA active) and the
+    engine's threaded batched path that the server uses: `model.generate` token for token."""
+    from attune.models.engine import Delta, Engine, Finished, Request
     from attune.models.generation import GenerationParams, HFGenerator
-    from attune.serve.engine import Delta, Engine, Finished, Request
 
     model = models(family)
     prompts = ["The quick brown fox jumps over the lazy dog, and", "Hi"]  # longer and shorter than the window
@@ -267,6 +268,14 @@ def test_greedy_generation_equals_model_generate(family, models, tokenizer):
         engine.stop()
     assert got == expected
     assert engine.stats.max_rows == 2
+    peft_model = _lora(model).eval()  # a non-zero adapter: HFGenerator runs it as the model's active adapter
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if ".lora_B." in name:
+                p.normal_(0, 0.05)
+    expected = [tokenizer.decode(_generate(peft_model, tokenizer(p, add_special_tokens=False)["input_ids"], n),
+                                 skip_special_tokens=True) for p in prompts]
+    assert HFGenerator(peft_model, tokenizer, family).generate(prompts, GenerationParams(max_new_tokens=n)) == expected
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from attune.errors import AttuneError
+from attune.models.engine import BASE, Delta, Engine, Finished, QueueFull, Request
 from attune.models.generation import GenerationParams
-from attune.serve.engine import BASE, Delta, Engine, Finished, QueueFull, Request
 from conftest import make_tiny_model
 
 
@@ -121,6 +121,38 @@ def test_cancelled_request_stops_and_frees_its_row(tiny_model, tokenizer):
     assert engine.stats.cancelled == 1 and engine.active == 0
 
 
+def test_run_in_the_callers_thread_queues_beyond_max_batch_and_mixes_adapters(peft_model, tokenizer):
+    """`Engine.run`: no thread; 7 requests through 2 rows, each equal to the request run alone, in order."""
+    prompts = ["Hello there", "x", "The quick brown fox jumps over", "one two", "adapters", "a b c d", "zz top"]
+    adapters = ["adapter-a", BASE, "adapter-b", BASE, "adapter-a", "adapter-b", BASE]
+    lengths = [5, 9, 7, 3, 8, 6, 4]
+    seen: list = []
+    engine = Engine(peft_model, tokenizer, max_batch=2, max_queue=0)
+    ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    requests = [Request(i, GenerationParams(max_new_tokens=n), seen.append, a) for i, n, a in zip(ids, lengths, adapters)]
+    done = engine.run(requests)
+    assert [c.text for c in done] == [reference(peft_model, tokenizer, i, a, n) for i, a, n in zip(ids, adapters, lengths)]
+    assert [c.finished.prompt_tokens for c in done] == [len(i) for i in ids]
+    assert sum(isinstance(e, Finished) for e in seen) == len(prompts)  # the callers' sinks saw every event too
+    assert engine.stats.max_rows == 2 and engine.stats.prefill_passes > 2 and engine.stats.mixed_passes > 0
+    assert engine._thread is None and engine.active == 0 and engine.waiting == 0
+
+
+def test_closing_steps_early_cancels_the_rest(tiny_model, tokenizer):
+    engine = Engine(tiny_model.eval(), tokenizer, max_batch=1)
+    engine._eos = set()
+    events: list = []
+    requests = [Request([1, 2, 3], GenerationParams(max_new_tokens=50), events.append) for _ in range(3)]
+    steps = engine.steps(requests)
+    for _ in range(4):
+        next(steps)
+    steps.close()
+    ends = [e for e in events if isinstance(e, Finished)]
+    assert [e.reason for e in ends] == ["cancelled"] * 3 and ends[0].completion_tokens == 4
+    assert engine.active == 0 and engine.waiting == 0
+    assert [c.finished.reason for c in engine.run(requests[:1])] == ["length"]  # usable again afterwards
+
+
 def test_queue_limit_raises_queue_full(tiny_model, tokenizer):
     engine = Engine(tiny_model.eval(), tokenizer, max_batch=1, max_queue=1)  # not started: nothing drains
     engine.submit(Request([1], GenerationParams(), lambda e: None))  # takes the free batch slot
@@ -131,7 +163,7 @@ def test_queue_limit_raises_queue_full(tiny_model, tokenizer):
 
 
 def test_nucleus_probs_hand_computed():
-    from attune.serve.sampling import nucleus_probs
+    from attune.models.sampling import nucleus_probs
 
     logits = torch.log(torch.tensor([0.5, 0.3, 0.2]))
     assert torch.allclose(nucleus_probs(logits, 1.0, 1.0), torch.tensor([0.5, 0.3, 0.2]))
@@ -144,7 +176,7 @@ def test_nucleus_probs_hand_computed():
 
 
 def test_seeded_sampling_is_reproducible_and_rows_independent():
-    from attune.serve.sampling import next_tokens
+    from attune.models.sampling import next_tokens
 
     logits = torch.zeros(3, 1000)
 
@@ -159,7 +191,7 @@ def test_seeded_sampling_is_reproducible_and_rows_independent():
 
 
 def test_text_stream_holds_back_a_possible_stop_string(tokenizer):
-    from attune.serve.sampling import TextStream
+    from attune.models.sampling import TextStream
 
     ids = tokenizer("Hello wor ENDING now", add_special_tokens=False)["input_ids"]
     stream = TextStream(tokenizer, ["END"])
@@ -176,7 +208,7 @@ def test_text_stream_holds_back_a_possible_stop_string(tokenizer):
 
 
 def test_text_stream_never_splits_a_character(tokenizer):
-    from attune.serve.sampling import TextStream
+    from attune.models.sampling import TextStream
 
     ids = tokenizer("naïve café 東京", add_special_tokens=False)["input_ids"]
     stream = TextStream(tokenizer, [])

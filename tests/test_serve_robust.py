@@ -14,8 +14,8 @@ import httpx
 import pytest
 import torch
 
+from attune.models.engine import BASE, Engine, InvalidRequest, Request
 from attune.models.generation import GenerationParams
-from attune.serve.engine import BASE, Engine, InvalidRequest, Request
 from attune.serve.settings import ServeSettings
 from conftest import make_tiny_model
 from test_serve import running
@@ -223,7 +223,7 @@ def _metric(url: str, name: str) -> float:
 
 # ---- finding 7: requests being prefilled were not counted (8 accepted with batch 2 + queue 4); Retry-After 1 ----
 def test_requests_being_prefilled_count_against_the_queue(tiny_model, tokenizer):
-    from attune.serve.engine import QueueFull
+    from attune.models.engine import QueueFull
 
     engine = Engine(tiny_model.eval(), tokenizer, max_batch=2, max_queue=4)
     request = lambda: Request([1, 2, 3], GenerationParams(max_new_tokens=2), lambda e: None)  # noqa: E731
@@ -373,7 +373,7 @@ def test_a_failed_stream_is_logged_and_counted_as_failed(served, caplog):
 def test_extreme_sampling_settings_still_sample(tokenizer):
     """Found by the fuzzer: top_p 3.6e-190 zeroed every token (the top one's preceding mass rounds above it)
     and a tiny temperature overflowed to inf/inf; both must leave a valid distribution."""
-    from attune.serve.sampling import nucleus_probs
+    from attune.models.sampling import nucleus_probs
 
     logits = torch.randn(len(tokenizer), generator=torch.Generator().manual_seed(0)) * 5
     for temperature, top_p in [(0.77, 3.6e-190), (1e-300, 1.0), (1e-300, 0.5), (2.0, 1e-12)]:

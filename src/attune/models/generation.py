@@ -8,33 +8,28 @@ A prompt is either raw text (sent as is, after the tokenizer's BOS if it uses on
 chat messages (`[{"role": "user", "content": "..."}]`, rendered by `data.render.render_chat`: the
 model's chat template, or attune's plain template for a model without one, exactly as training
 renders them).
+
+`HFGenerator` decodes through the continuous-batching engine (`models/engine.py`, the one `attune
+serve` runs): every prompt is queued at once, at most `batch_size` rows decode together, and a
+finished row's slot goes to the next prompt at the following step. Greedy output equals
+`model.generate` on each prompt alone (tests/test_models.py, tests/test_arch_matrix.py).
 """
 
 from __future__ import annotations
 
-import threading
+import dataclasses
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Protocol, Union
 
 from attune.errors import AttuneError
+from attune.models.sampling import GenerationParams
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 Message = dict[str, str]
 Prompt = Union[str, list[Message]]
-
-
-@dataclass
-class GenerationParams:
-    """Decoding settings. temperature 0 means greedy (the default, for reproducible evals)."""
-
-    max_new_tokens: int = 128
-    temperature: float = 0.0
-    top_p: float = 1.0
-    stop: list[str] = field(default_factory=list)
-    seed: int | None = None
 
 
 class Generator(Protocol):
@@ -56,11 +51,14 @@ def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
     return text[:cut]
 
 
+BATCH_SIZE = 16  # rows decoding together; measured in docs/evaluation.md ("Generation speed")
+
+
 class HFGenerator:
-    """Batched generation with a transformers model (optionally wrapped by PEFT)."""
+    """Generation with a transformers model (optionally wrapped by PEFT), through the batching engine."""
 
     def __init__(
-        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name: str, batch_size: int = 8
+        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name: str, batch_size: int = BATCH_SIZE
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -91,76 +89,100 @@ class HFGenerator:
 
         return text.lstrip(" ") if not isinstance(prompt, str) and not has_template(self.tokenizer) else text
 
-    def _generate_kwargs(self, params: GenerationParams, stop: Sequence[str] = ()) -> dict:
-        kwargs = {
-            "max_new_tokens": params.max_new_tokens,
-            "pad_token_id": self.tokenizer.pad_token_id,
-        }
-        stop = [s for s in stop if s]
-        if stop:  # end each row at its stop string instead of running to max_new_tokens
-            kwargs.update(stop_strings=stop, tokenizer=self.tokenizer)
+    def _request(self, prompt: Prompt, params: GenerationParams, i: int):
+        """The engine request for the caller's `i`-th prompt: its stop strings, and for sampling its own seed
+        (`seed + i`, or drawn from torch's global generator when no seed is given, so `torch.manual_seed`
+        still makes a run repeatable)."""
+        import torch
+
+        from attune.models.engine import Request
+
+        seed = params.seed
         if params.temperature > 0:
-            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        return kwargs
+            seed = (seed + i) % 2**64 if seed is not None else int(torch.randint(0, 2**63 - 1, ()))
+        row = dataclasses.replace(params, stop=self.stops(prompt, params), seed=seed)
+        return Request(self.encode(prompt), row, adapter=None)  # None: the model's active adapter, whatever its shape
+
+    @contextmanager
+    def _eval(self) -> Iterator[None]:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            yield
+        finally:
+            self.model.train(was_training)
 
     def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[str]:
+        from attune.models.engine import Engine, supports
+
+        if not supports(self.model):
+            return self._generate_virtual_tokens(prompts, params)
+        requests = [self._request(p, params, i) for i, p in enumerate(prompts)]
+        # Shortest first: prompts that start together have similar lengths, so the shared cache pads little.
+        order = sorted(range(len(requests)), key=lambda i: len(requests[i].prompt_ids))
+        with self._eval():
+            done = Engine(self.model, self.tokenizer, max_batch=self.batch_size).run([requests[i] for i in order])
+        outputs: list[str] = [""] * len(requests)
+        for i, completion in zip(order, done):
+            if completion.finished.reason == "error":
+                raise RuntimeError(f"{self.name}: generation failed for prompt {i}: {completion.finished.error}")
+            outputs[i] = self.reply(completion.text, prompts[i])
+        return outputs
+
+    def stream(self, prompt: Prompt, params: GenerationParams) -> Iterator[str]:
+        """Yield text pieces as they are generated (for `attune chat`)."""
+        from attune.models.engine import Delta, Engine, Finished, supports
+
+        if not supports(self.model):
+            yield self.generate([prompt], params)[0]
+            return
+        events: list = []
+        request = dataclasses.replace(self._request(prompt, params, 0), sink=events.append)
+        emitted = ""
+        with self._eval():
+            for _ in Engine(self.model, self.tokenizer, max_batch=1).steps([request]):
+                for event in events:
+                    if isinstance(event, Finished) and event.reason == "error":
+                        raise RuntimeError(f"{self.name}: generation failed: {event.error}")
+                    if isinstance(event, Delta):
+                        piece = event.text if emitted else self.reply(event.text, prompt)
+                        emitted += piece
+                        if piece:
+                            yield piece
+                events.clear()
+
+    def _generate_virtual_tokens(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[str]:
+        """Prefix and prompt tuning: PEFT's `generate` in length-sorted batches of `batch_size` (the engine
+        cannot replay the virtual tokens PEFT adds inside its forward; `engine.supports`)."""
         import torch
 
         if params.seed is not None:
             torch.manual_seed(params.seed)
         ids = [self.encode(p) for p in prompts]
         stops = [self.stops(p, params) for p in prompts]
-        # Sort by length so each batch pads little; restore the caller's order at the end.
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         outputs: list[str] = [""] * len(ids)
-        side = self.tokenizer.padding_side
-        self.tokenizer.padding_side = "left"
-        was_training = self.model.training
-        self.model.eval()
+        kwargs: dict = {"max_new_tokens": params.max_new_tokens, "pad_token_id": self.tokenizer.pad_token_id}
+        if params.temperature > 0:
+            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        side, self.tokenizer.padding_side = self.tokenizer.padding_side, "left"
         try:
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start : start + self.batch_size]
-                enc = self.tokenizer.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt").to(self.model.device)
-                shared = {tuple(stops[i]) for i in idx}  # stop early only on stop strings every row of the batch has
-                with torch.inference_mode():
-                    out = self.model.generate(**enc, **self._generate_kwargs(params, shared.pop() if len(shared) == 1 else ()))
-                new = out[:, enc["input_ids"].shape[1] :]
-                for i, row in zip(idx, new):
-                    text = self.tokenizer.decode(row, skip_special_tokens=True)
-                    outputs[i] = self.reply(truncate_at_stop(text, stops[i]), prompts[i])
+            with self._eval(), torch.inference_mode():
+                for start in range(0, len(order), self.batch_size):
+                    idx = order[start : start + self.batch_size]
+                    enc = self.tokenizer.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt").to(self.model.device)
+                    shared = {tuple(s for s in stops[i] if s) for i in idx}  # stop early only on stops every row has
+                    stop = list(shared.pop()) if len(shared) == 1 else []
+                    extra = {"stop_strings": stop, "tokenizer": self.tokenizer} if stop else {}
+                    out = self.model.generate(**enc, **kwargs, **extra)
+                    for i, row in zip(idx, out[:, enc["input_ids"].shape[1] :]):
+                        text = self.tokenizer.decode(row, skip_special_tokens=True)
+                        outputs[i] = self.reply(truncate_at_stop(text, stops[i]), prompts[i])
         finally:
             self.tokenizer.padding_side = side
-            self.model.train(was_training)
         return outputs
-
-    def stream(self, prompt: Prompt, params: GenerationParams) -> Iterator[str]:
-        """Yield text pieces as they are generated (for `attune chat`)."""
-        import torch
-        from transformers import TextIteratorStreamer
-
-        input_ids = torch.tensor([self.encode(prompt)], device=self.model.device)
-        stop = self.stops(prompt, params)
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-
-        def run() -> None:
-            with torch.inference_mode():
-                self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer,
-                                    **self._generate_kwargs(params, stop))
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        emitted = ""
-        for piece in streamer:
-            if not emitted:
-                piece = self.reply(piece, prompt)
-            emitted += piece
-            if any(s and s in emitted for s in stop):
-                yield truncate_at_stop(emitted, stop)[len(emitted) - len(piece) :]
-                break
-            yield piece
-        thread.join()
 
 
 class OpenAIGenerator:
@@ -211,7 +233,7 @@ class OpenAIGenerator:
             raise AttuneError(f"{self.name}: could not reach the endpoint ({exc})") from exc
 
 
-def load_generator(model: str, adapter: str | None = None, batch_size: int = 8) -> Generator:
+def load_generator(model: str, adapter: str | None = None, batch_size: int = BATCH_SIZE) -> Generator:
     """A generator for a model reference, with an optional PEFT adapter directory on top."""
     import os
 

@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
 from attune.errors import AttuneError
-from attune.serve.engine import Delta, Finished, QueueFull
+from attune.models.engine import Delta, Finished, QueueFull
 from attune.serve.errors import ServeError, error_body
 from attune.serve.schemas import AdapterLoad, ChatCompletionRequest, CompletionRequest
 from attune.serve.server import Running, Server

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from attune.errors import AttuneError
+from attune.models.engine import BASE, Engine
 from attune.serve.combine import MixSpec, build_mix, parse_mix
-from attune.serve.engine import BASE, Engine
 from attune.serve.errors import ServeError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")

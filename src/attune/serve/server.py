@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from attune.errors import AttuneError
+from attune.models.engine import BASE, Delta, Engine, Event, Finished, InvalidRequest, Request
 from attune.models.generation import GenerationParams, HFGenerator, Prompt
 from attune.serve.auth import Auth
-from attune.serve.engine import BASE, Delta, Engine, Event, Finished, InvalidRequest, Request
 from attune.serve.errors import ServeError
 from attune.serve.metrics import Metrics
 from attune.serve.registry import RESERVED_PREFIXES, AdapterRegistry

@@ -169,8 +169,8 @@ class Arena:
         """
         from starlette.concurrency import run_in_threadpool
 
+        from attune.models.engine import Delta, Finished
         from attune.models.generation import GenerationParams
-        from attune.serve.engine import Delta, Finished
 
         rnd = self.rounds.get(round_id)
         if rnd is None or side not in rnd.candidates:

@@ -1,4 +1,4 @@
-"""Choosing each row's next token, and turning token ids into text deltas that respect stop strings.
+"""Decoding settings, choosing each row's next token, and turning token ids into text deltas that respect stop strings.
 
 Every row in a batch has its own decoding settings (one request greedy, the next sampled at
 temperature 0.8 with its own seed), so sampling is per row: greedy rows take the argmax, sampled
@@ -9,11 +9,23 @@ rows draw from their own `torch.Generator` after temperature and nucleus (top-p)
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedTokenizerBase
+
+
+@dataclass
+class GenerationParams:
+    """Decoding settings. temperature 0 means greedy (the default, for reproducible evals)."""
+
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
 
 
 def nucleus_probs(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:

@@ -1,6 +1,9 @@
 """Continuous batching for the transformers backend: every active request shares each forward pass.
 
-One engine thread owns the model. Each iteration it
+All local generation goes through this loop. The server (`attune serve`) runs it in a thread of
+its own (`start` / `submit` / `stop`, under a supervisor); `HFGenerator` (evaluation, compare, RAG
+answers, `attune generate` / `chat`, distillation teachers) drives it in the caller's thread with
+`run` / `steps`, all prompts queued at once. Each iteration it
   1. drops rows that finished or whose client went away (their KV cache rows are removed),
   2. runs ONE decode forward for all active rows together: (B, 1) new tokens against a shared
      KV cache, each row with its own position ids and, through PEFT's `adapter_names=`, its own
@@ -19,6 +22,8 @@ strings) before it can join a batch. A step that raises is rolled back and rerun
 row that caused it (each row is tried alone to find it), so one bad row never fails its
 neighbours. The loop runs under a supervisor: if the loop itself dies, its requests finish as
 `unavailable` (HTTP 503), `healthy` is False, and the loop restarts after `restart_delay`.
+Driven by `run` / `steps`, there is no thread and no supervisor: what the loop raises reaches the
+caller, and the queue has no limit.
 
 Greedy decoding here gives the same tokens as `model.generate` on each request alone
 (tests/test_serve_engine.py checks this, with mixed adapters and requests joining mid-flight).
@@ -27,23 +32,23 @@ Greedy decoding here gives the same tokens as `model.generate` on each request a
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from attune.models.generation import GenerationParams
-from attune.serve.sampling import TextStream, next_tokens
+from attune.models.sampling import GenerationParams, TextStream, next_tokens
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedTokenizerBase
 
-log = logging.getLogger("attune.serve")
+log = logging.getLogger("attune.models")
 BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 
 
@@ -89,13 +94,29 @@ Event = Delta | Finished
 
 
 @dataclass
+class Completion:
+    """What `Engine.run` returns for one request: its whole text and how it ended."""
+
+    text: str
+    finished: Finished
+
+
+def _ignore(event: Event) -> None:
+    pass
+
+
+@dataclass
 class Request:
-    """What the engine needs to run one completion. `sink` receives events from the engine thread."""
+    """What the engine needs to run one completion. `sink` receives events from the thread that steps the loop.
+
+    `adapter` names the PEFT adapter of this row (`BASE`: none), passed to the model as
+    `adapter_names=`; `None` runs the model as it is, with its active adapter (any shape), and
+    cannot share a batch with rows that name one."""
 
     prompt_ids: list[int]
     params: GenerationParams
-    sink: Callable[[Event], None]
-    adapter: str = BASE
+    sink: Callable[[Event], None] = _ignore
+    adapter: str | None = BASE
     on_done: Callable[[], None] | None = None  # e.g. unpin the adapter
     cancelled: bool = False
 
@@ -161,8 +182,10 @@ class EngineStats:
     restarts: int = 0  # times the supervisor restarted the loop
 
 
-def validate(request: Request, vocab_size: int) -> None:
-    """Refuse (InvalidRequest) anything that could fail a batch step or the engine thread."""
+def validate(request: Request, vocab_size: int, limits: bool = True) -> None:
+    """Refuse (InvalidRequest) anything that could fail a batch step or the engine thread.
+
+    `limits`: also cap the stop strings (a server's guard on per-token work; in-process callers pay their own)."""
     p = request.params
     if not request.prompt_ids:
         raise InvalidRequest("the prompt is empty (it has no tokens); send at least one token of text", "prompt")
@@ -176,8 +199,17 @@ def validate(request: Request, vocab_size: int) -> None:
         raise InvalidRequest(f"top_p must be in (0, 1], got {p.top_p}", "top_p")
     if p.seed is not None and not (isinstance(p.seed, int) and SEED_RANGE[0] <= p.seed <= SEED_RANGE[1]):
         raise InvalidRequest(f"seed must be an integer from -2**63 to 2**64-1, got {p.seed}", "seed")
-    if len(p.stop) > MAX_STOPS or any(not isinstance(s, str) or len(s) > MAX_STOP_CHARS for s in p.stop):
+    if any(not isinstance(s, str) for s in p.stop):
+        raise InvalidRequest("stop strings must be strings", "stop")
+    if limits and (len(p.stop) > MAX_STOPS or any(len(s) > MAX_STOP_CHARS for s in p.stop)):
         raise InvalidRequest(f"stop takes at most {MAX_STOPS} strings of at most {MAX_STOP_CHARS} characters", "stop")
+
+
+def supports(model: Any) -> bool:
+    """Whether the engine can decode `model`: not with prefix or prompt tuning, whose virtual tokens PEFT
+    adds inside its own forward and `generate` (a shared KV cache stepped here would lose or repeat them)."""
+    config = getattr(model, "peft_config", {}).get(getattr(model, "active_adapter", "default"))
+    return not getattr(config, "is_prompt_learning", False)
 
 
 class Engine:
@@ -250,6 +282,48 @@ class Engine:
         seconds = (len(self._waiting) + 1) * self._tokens_per_request / self._tokens_per_second
         return max(1, min(3600, math.ceil(seconds)))
 
+    def run(self, requests: Sequence[Request]) -> list[Completion]:
+        """Decode `requests` to the end in the calling thread; their completions, in their order.
+
+        Each request's sink still sees its events as they come. The engine runs copies of the
+        requests (the copies' sinks also collect the text), so `cancel()` on one passed here has no
+        effect; to stop early, iterate `steps` and close it."""
+        texts: list[list[str]] = [[] for _ in requests]
+        ends: list[Finished | None] = [None] * len(requests)
+
+        def collect(i: int, sink: Callable[[Event], None]) -> Callable[[Event], None]:
+            def tee(event: Event) -> None:
+                if isinstance(event, Delta):
+                    texts[i].append(event.text)
+                else:
+                    ends[i] = event
+                sink(event)
+
+            return tee
+
+        for _ in self.steps([dataclasses.replace(r, sink=collect(i, r.sink)) for i, r in enumerate(requests)]):
+            pass
+        return [Completion("".join(t), e) for t, e in zip(texts, ends)]  # type: ignore[arg-type]
+
+    def steps(self, requests: Sequence[Request]) -> Iterator[None]:
+        """Queue `requests` (no limit) and step the loop in the calling thread, yielding after each step,
+        until all have finished; requests beyond `max_batch` join as rows finish. Closing the iterator
+        early finishes the rest as `cancelled`. Not for an engine whose thread was started."""
+        if self._thread is not None:
+            raise RuntimeError("this engine runs in its own thread: submit() to it")
+        for request in requests:
+            validate(request, self._vocab, limits=False)
+        with self._cv:
+            self._waiting.extend(requests)
+        try:
+            while self._waiting or self._rows:
+                with self._cv:
+                    self._admit()
+                self._step()
+                yield
+        finally:
+            self._drain("cancelled", None)
+
     @property
     def waiting(self) -> int:
         return len(self._waiting)
@@ -279,7 +353,7 @@ class Engine:
                     return
             self.healthy = True
 
-    def _fail_all(self, reason: str, error: str) -> None:
+    def _fail_all(self, reason: str, error: str | None) -> None:
         with self._cv:
             requests, self._admitting = list(self._admitting), []
         rows, self._rows = self._rows, []
@@ -296,19 +370,27 @@ class Engine:
                     self._cv.wait()
                 if self._stop:
                     break
-                while self._waiting and len(self._rows) + len(self._admitting) < self.max_batch:
-                    request = self._waiting.popleft()
-                    if request.cancelled:
-                        self._cancelled_request(request)
-                    else:
-                        self._admitting.append(request)
+                self._admit()
             self._step()
             self._observe("step", {"active": self.active, "waiting": len(self._waiting)})
-        self._fail_all("cancelled", "the server is shutting down")
+        self._drain("cancelled", "the server is shutting down")
+
+    def _admit(self) -> None:
+        """Move waiting requests into free batch slots (the caller holds `_cv`)."""
+        while self._waiting and len(self._rows) + len(self._admitting) < self.max_batch:
+            request = self._waiting.popleft()
+            if request.cancelled:
+                self._cancelled_request(request)
+            else:
+                self._admitting.append(request)
+
+    def _drain(self, reason: str, error: str | None) -> None:
+        """Finish everything the engine holds: rows and admitted requests with `error`, waiting ones without."""
+        self._fail_all(reason, error)
         with self._cv:
             waiting, self._waiting = list(self._waiting), deque()
         for request in waiting:
-            _finish_request(request, "cancelled", None)
+            _finish_request(request, reason, None)
 
     def _step(self) -> None:
         """One decode pass for the running rows, then the prefill of the admitted requests."""
@@ -328,10 +410,14 @@ class Engine:
             with self._cv:
                 self._admitting = []
 
-    def _forward(self, input_ids, mask, positions, cache, adapters: list[str]):
+    def _forward(self, input_ids, mask, positions, cache, adapters: list[str | None]):
         from peft import PeftModel
 
-        kwargs = {"adapter_names": adapters} if isinstance(self.model, PeftModel) else {}
+        kwargs = {}
+        if isinstance(self.model, PeftModel) and any(a is not None for a in adapters):
+            if None in adapters:
+                raise ValueError("rows that name an adapter and rows that run the model as it is cannot share a batch")
+            kwargs["adapter_names"] = adapters
         return self.model(
             input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
             logits_to_keep=1, **kwargs,
