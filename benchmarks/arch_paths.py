@@ -65,7 +65,7 @@ def step_seconds(model, batch, attention, runs: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", default="mistral", help="a covered family with a sliding window (default: mistral)")
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=7, help="steps per path; the first is a warm-up (default: 7)")
     args = parser.parse_args()
 
     import attune.models.architecture as arch
