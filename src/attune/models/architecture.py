@@ -145,6 +145,13 @@ def _uncovered(f: Features) -> bool:
     return True
 
 
+def is_prompt_learning(model: nn.Module) -> bool:
+    """Prefix / prompt tuning add virtual tokens inside PEFT's forward (and `generate`): no packing for
+    them in training, and no shared KV cache stepped outside PEFT in generation (`models/engine.py`)."""
+    config = getattr(model, "peft_config", {}).get(getattr(model, "active_adapter", "default"))
+    return bool(getattr(config, "is_prompt_learning", False))
+
+
 def packing_ok(model: nn.Module) -> bool:
     """Whether packed rows (position ids restarting per example) give the model's own per-example maths."""
     f = features(model)

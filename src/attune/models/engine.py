@@ -208,8 +208,9 @@ def validate(request: Request, vocab_size: int, limits: bool = True) -> None:
 def supports(model: Any) -> bool:
     """Whether the engine can decode `model`: not with prefix or prompt tuning, whose virtual tokens PEFT
     adds inside its own forward and `generate` (a shared KV cache stepped here would lose or repeat them)."""
-    config = getattr(model, "peft_config", {}).get(getattr(model, "active_adapter", "default"))
-    return not getattr(config, "is_prompt_learning", False)
+    from attune.models.architecture import is_prompt_learning
+
+    return not is_prompt_learning(model)
 
 
 class Engine:
@@ -358,6 +359,7 @@ class Engine:
             requests, self._admitting = list(self._admitting), []
         rows, self._rows = self._rows, []
         self._cache = self._mask = self._pos = self._last = None
+        self._previous_decode = None  # a restart's wait is not decode time
         for row in rows:
             row._finish(reason, error)
         for request in requests:

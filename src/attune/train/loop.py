@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from attune.errors import AttuneError
-from attune.models.architecture import packing_ok
+from attune.models.architecture import is_prompt_learning, packing_ok
 from attune.train.attention import packed_attention
 from attune.train.batching import plan_epoch
 from attune.train.checkpoint import TrainState, list_checkpoints
@@ -140,12 +140,6 @@ def train_loop(
                 break
     return LoopResult(state.step, state.tokens_seen, round(state.train_seconds, 2), last_loss, last_eval, state.best_eval,
                       stopped_early, out_of_time)
-
-
-def is_prompt_learning(model: nn.Module) -> bool:
-    """Prefix / prompt tuning add virtual tokens inside PEFT's forward: no packing for them."""
-    config = getattr(model, "peft_config", {}).get(getattr(model, "active_adapter", "default"))
-    return bool(getattr(config, "is_prompt_learning", False))
 
 
 def _settle_packing(objective: Objective, model: nn.Module) -> Any:
